@@ -1,0 +1,55 @@
+//! Upstream server addresses as Envoy prints them (`ip:port`, `[v6]:port`), and the value of
+//! the hand-off header for each hand-off mode (SPEC 1).
+
+use crate::config::Handoff;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use std::net::SocketAddr;
+
+/// Parses `ip:port` / `[ipv6]:port` from raw bytes.
+pub fn parse(raw: &[u8]) -> Option<SocketAddr> {
+    if raw.len() > 64 {
+        return None;
+    }
+    std::str::from_utf8(raw).ok()?.parse().ok()
+}
+
+/// The request header value that hands `addr` to Envoy.
+pub fn handoff_value(handoff: Handoff, addr: SocketAddr) -> String {
+    match handoff {
+        Handoff::StatefulSession => STANDARD.encode(addr.to_string()),
+        Handoff::OverrideHost => addr.to_string(),
+    }
+}
+
+/// Decodes the response header Envoy's header session state writes (base64 `ip:port`).
+pub fn parse_session_header(raw: &[u8]) -> Option<SocketAddr> {
+    let mut buf = [0u8; 96];
+    let n = STANDARD.decode_slice(raw, &mut buf).ok()?;
+    parse(buf.get(..n)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handoff_forms() {
+        let a: SocketAddr = "127.0.0.1:8081".parse().unwrap();
+        assert_eq!(handoff_value(Handoff::OverrideHost, a), "127.0.0.1:8081");
+        let b = handoff_value(Handoff::StatefulSession, a);
+        assert_eq!(b, "MTI3LjAuMC4xOjgwODE=");
+        assert_eq!(parse_session_header(b.as_bytes()), Some(a));
+        let six: SocketAddr = "[::1]:80".parse().unwrap();
+        assert_eq!(handoff_value(Handoff::OverrideHost, six), "[::1]:80");
+    }
+
+    #[test]
+    fn rejects() {
+        assert_eq!(parse(b"host:80"), None);
+        assert_eq!(parse(b"1.2.3.4"), None);
+        assert_eq!(parse(&[0xff; 10]), None);
+        assert_eq!(parse_session_header(b"%%%"), None);
+        assert_eq!(parse_session_header(&[b'A'; 400]), None);
+    }
+}

@@ -1,0 +1,256 @@
+//! Where cookies are sealed: AES-256-GCM over the server address and the issue/refresh times.
+//!
+//! Wire form (base64url, no padding):
+//! `0x01 | nonce (12) | AES-256-GCM(key, nonce, plaintext, aad = "envoy-persist:" + cookie name)`
+//! with `plaintext = issued (u32 BE) | refreshed (u32 BE) | family (4|6) | ip (4|16) | port (u16 BE)`.
+//! The first key seals; every key is tried to open (rotation).
+//!
+//! Nonces come from a [`NonceSequence`]: a random 8-byte prefix per VM and a 32-bit counter
+//! (the deterministic construction of NIST SP 800-38D), so sealing needs no host call.
+
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+const VERSION: u8 = 1;
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+/// Longest plaintext: times (8) + family (1) + IPv6 (16) + port (2).
+const MAX_PLAIN: usize = 27;
+/// Longest cookie value we try to open (base64 of the longest sealed form, with slack).
+pub const MAX_ENCODED: usize = 96;
+
+/// What a sealed cookie holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sealed {
+    pub addr: SocketAddr,
+    pub issued: u32,
+    pub refreshed: u32,
+}
+
+/// Produces unique 96-bit nonces: `prefix (8 random bytes) | counter (u32 BE)`.
+#[derive(Debug, Clone)]
+pub struct NonceSequence {
+    prefix: [u8; 8],
+    counter: u32,
+}
+
+impl NonceSequence {
+    pub fn new(prefix: [u8; 8]) -> Self {
+        NonceSequence { prefix, counter: 0 }
+    }
+
+    /// The next nonce, or `None` once the counter is exhausted (then re-seed with a new prefix).
+    pub fn next_nonce(&mut self) -> Option<[u8; NONCE_LEN]> {
+        let counter = self.counter;
+        self.counter = self.counter.checked_add(1)?;
+        let mut nonce = [0u8; NONCE_LEN];
+        let (p, c) = nonce.split_at_mut(8);
+        p.copy_from_slice(&self.prefix);
+        c.copy_from_slice(&counter.to_be_bytes());
+        Some(nonce)
+    }
+}
+
+/// Seals and opens cookies with a list of keys; prepared once at configure time.
+pub struct Sealer {
+    ciphers: Vec<Aes256Gcm>,
+    aad: Vec<u8>,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sealer({} keys)", self.ciphers.len())
+    }
+}
+
+fn encode_plain(s: &Sealed, out: &mut Vec<u8>) {
+    out.extend_from_slice(&s.issued.to_be_bytes());
+    out.extend_from_slice(&s.refreshed.to_be_bytes());
+    match s.addr.ip() {
+        IpAddr::V4(ip) => {
+            out.push(4);
+            out.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            out.push(6);
+            out.extend_from_slice(&ip.octets());
+        }
+    }
+    out.extend_from_slice(&s.addr.port().to_be_bytes());
+}
+
+fn decode_plain(p: &[u8]) -> Option<Sealed> {
+    let (issued, rest) = p.split_first_chunk::<4>()?;
+    let (refreshed, rest) = rest.split_first_chunk::<4>()?;
+    let (family, rest) = rest.split_first()?;
+    let (ip, rest): (IpAddr, &[u8]) = match family {
+        4 => {
+            let (o, rest) = rest.split_first_chunk::<4>()?;
+            (IpAddr::V4(Ipv4Addr::from(*o)), rest)
+        }
+        6 => {
+            let (o, rest) = rest.split_first_chunk::<16>()?;
+            (IpAddr::V6(Ipv6Addr::from(*o)), rest)
+        }
+        _ => return None,
+    };
+    let port: [u8; 2] = rest.try_into().ok()?;
+    Some(Sealed {
+        addr: SocketAddr::new(ip, u16::from_be_bytes(port)),
+        issued: u32::from_be_bytes(*issued),
+        refreshed: u32::from_be_bytes(*refreshed),
+    })
+}
+
+impl Sealer {
+    /// `keys` must not be empty; the first one seals.
+    pub fn new(keys: &[[u8; 32]], cookie_name: &str) -> Option<Self> {
+        if keys.is_empty() {
+            return None;
+        }
+        let ciphers = keys
+            .iter()
+            .map(|k| Aes256Gcm::new(k.into()))
+            .collect::<Vec<_>>();
+        let mut aad = b"envoy-persist:".to_vec();
+        aad.extend_from_slice(cookie_name.as_bytes());
+        Some(Sealer { ciphers, aad })
+    }
+
+    /// Seals `s` into a cookie value. `None` only if encryption failed (never expected).
+    pub fn seal(&self, s: &Sealed, nonce: [u8; NONCE_LEN]) -> Option<String> {
+        let cipher = self.ciphers.first()?;
+        let mut buf = Vec::with_capacity(1 + NONCE_LEN + MAX_PLAIN + TAG_LEN);
+        buf.push(VERSION);
+        buf.extend_from_slice(&nonce);
+        encode_plain(s, &mut buf);
+        let body = buf.get_mut(1 + NONCE_LEN..)?;
+        let tag = cipher
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &self.aad, body)
+            .ok()?;
+        buf.extend_from_slice(&tag);
+        Some(URL_SAFE_NO_PAD.encode(&buf))
+    }
+
+    /// Opens a cookie value; `None` if malformed, tampered or sealed with an unknown key.
+    pub fn open(&self, value: &[u8]) -> Option<Sealed> {
+        if value.len() > MAX_ENCODED {
+            return None;
+        }
+        let mut raw = [0u8; MAX_ENCODED];
+        let n = URL_SAFE_NO_PAD.decode_slice(value, &mut raw).ok()?;
+        let raw = raw.get(..n)?;
+        let (version, rest) = raw.split_first()?;
+        if *version != VERSION {
+            return None;
+        }
+        let (nonce, rest) = rest.split_first_chunk::<NONCE_LEN>()?;
+        let body_len = rest.len().checked_sub(TAG_LEN)?;
+        let (body, tag) = rest.split_at_checked(body_len)?;
+        if body.len() > MAX_PLAIN {
+            return None;
+        }
+        for cipher in &self.ciphers {
+            let mut plain = [0u8; MAX_PLAIN];
+            let plain = plain.get_mut(..body.len())?;
+            plain.copy_from_slice(body);
+            if cipher
+                .decrypt_in_place_detached(
+                    Nonce::from_slice(nonce),
+                    &self.aad,
+                    plain,
+                    Tag::from_slice(tag),
+                )
+                .is_ok()
+            {
+                return decode_plain(plain);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Sealed {
+        Sealed {
+            addr: "10.1.2.3:8080".parse().unwrap(),
+            issued: 1_700_000_000,
+            refreshed: 1_700_000_500,
+        }
+    }
+
+    #[test]
+    fn round_trip_v4_v6() {
+        let s = Sealer::new(&[[7u8; 32]], "persist").unwrap();
+        let mut n = NonceSequence::new([1; 8]);
+        let v = s.seal(&sample(), n.next_nonce().unwrap()).unwrap();
+        assert_eq!(s.open(v.as_bytes()), Some(sample()));
+        let six = Sealed {
+            addr: "[2001:db8::1]:443".parse().unwrap(),
+            ..sample()
+        };
+        let v6 = s.seal(&six, n.next_nonce().unwrap()).unwrap();
+        assert!(v6.len() <= MAX_ENCODED);
+        assert_eq!(s.open(v6.as_bytes()), Some(six));
+    }
+
+    #[test]
+    fn nonces_are_unique_and_exhaust() {
+        let mut n = NonceSequence::new([9; 8]);
+        let a = n.next_nonce().unwrap();
+        let b = n.next_nonce().unwrap();
+        assert_ne!(a, b);
+        n.counter = u32::MAX;
+        assert!(n.next_nonce().is_none());
+    }
+
+    #[test]
+    fn rotation_and_wrong_key() {
+        let old = Sealer::new(&[[1u8; 32]], "persist").unwrap();
+        let rotated = Sealer::new(&[[2u8; 32], [1u8; 32]], "persist").unwrap();
+        let only_new = Sealer::new(&[[2u8; 32]], "persist").unwrap();
+        let v = old.seal(&sample(), [0; 12]).unwrap();
+        assert_eq!(rotated.open(v.as_bytes()), Some(sample()));
+        assert_eq!(only_new.open(v.as_bytes()), None);
+        let v2 = rotated.seal(&sample(), [1; 12]).unwrap();
+        assert_eq!(only_new.open(v2.as_bytes()), Some(sample()));
+        assert_eq!(old.open(v2.as_bytes()), None);
+    }
+
+    #[test]
+    fn bound_to_cookie_name() {
+        let a = Sealer::new(&[[1u8; 32]], "a").unwrap();
+        let b = Sealer::new(&[[1u8; 32]], "b").unwrap();
+        let v = a.seal(&sample(), [0; 12]).unwrap();
+        assert_eq!(b.open(v.as_bytes()), None);
+    }
+
+    #[test]
+    fn tampering_is_detected() {
+        let s = Sealer::new(&[[3u8; 32]], "persist").unwrap();
+        let v = s.seal(&sample(), [5; 12]).unwrap();
+        let bytes = v.as_bytes();
+        for i in 0..bytes.len() {
+            for repl in [b'A', b'_', b'-', b'z'] {
+                if bytes[i] == repl {
+                    continue;
+                }
+                let mut t = bytes.to_vec();
+                t[i] = repl;
+                assert_eq!(s.open(&t), None, "flip at {i}");
+            }
+        }
+        for cut in 0..bytes.len() {
+            assert_eq!(s.open(&bytes[..cut]), None);
+        }
+        assert_eq!(s.open(b""), None);
+        assert_eq!(s.open(&[0xff; 40]), None);
+        assert_eq!(s.open(&[b'A'; 500]), None);
+    }
+}

@@ -1,0 +1,528 @@
+//! The plugin configuration (SPEC 2): parsed strictly, validated completely, and turned into
+//! a [`Config`] the filter can use without further checks. Every error names its field.
+
+mod duration;
+
+pub use duration::{parse_duration, ConfigDuration};
+
+use base64::Engine;
+use serde::Deserialize;
+use std::fmt;
+use std::time::Duration;
+
+/// A configuration error: the field (dotted path) and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(field: &str, reason: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// How the chosen server is handed to Envoy (SPEC 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Handoff {
+    /// base64 `ip:port` for `envoy.filters.http.stateful_session` (header session state).
+    StatefulSession,
+    /// plain `ip:port` for the `envoy.load_balancing_policies.override_host` LB policy.
+    OverrideHost,
+}
+
+/// Persistence types (SPEC 2). Only the ones this build implements are accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PersistType {
+    HttpCookie,
+    AppCookie,
+    HttpHeader,
+    ClientIp,
+    Tls,
+    Custom,
+    ConsistentHash,
+}
+
+/// Cookie encodings (SPEC 2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CookieFormat {
+    Sealed,
+    Envoy,
+    Nginx,
+    Bigip,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SameSite {
+    Strict,
+    Lax,
+    None,
+}
+
+impl SameSite {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
+            SameSite::None => "None",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    name: Option<String>,
+    #[serde(rename = "type")]
+    kind: PersistType,
+    handoff: Option<Handoff>,
+    upstream_header: Option<String>,
+    timeout: Option<ConfigDuration>,
+    absolute_timeout: Option<ConfigDuration>,
+    suspect_for: Option<ConfigDuration>,
+    max_entries: Option<u64>,
+    cookie: Option<RawCookie>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCookie {
+    name: Option<String>,
+    format: Option<CookieFormat>,
+    keys: Option<Vec<String>>,
+    path: Option<String>,
+    domain: Option<String>,
+    secure: Option<bool>,
+    http_only: Option<bool>,
+    same_site: Option<SameSite>,
+    max_age: Option<ConfigDuration>,
+    always_send: Option<bool>,
+}
+
+/// A validated `http_cookie` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieConfig {
+    pub name: String,
+    pub format: CookieFormat,
+    /// Configured sealing keys; empty means "generate one per Envoy process".
+    pub keys: Vec<[u8; 32]>,
+    pub path: String,
+    pub domain: Option<String>,
+    pub secure: bool,
+    pub http_only: bool,
+    pub same_site: Option<SameSite>,
+    pub max_age: Option<Duration>,
+    pub always_send: bool,
+}
+
+/// Type-specific settings of a profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    HttpCookie(CookieConfig),
+}
+
+/// A validated profile configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub name: String,
+    pub kind: Kind,
+    pub handoff: Handoff,
+    pub upstream_header: String,
+    pub timeout: Duration,
+    pub absolute_timeout: Option<Duration>,
+    pub suspect_for: Duration,
+    pub max_entries: u64,
+}
+
+pub const MAX_KEYS: usize = 16;
+
+impl Config {
+    /// Parses and validates the plugin configuration JSON.
+    pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
+        let mut de = serde_json::Deserializer::from_slice(json);
+        let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." || path.is_empty() {
+                "(root)".to_string()
+            } else {
+                path
+            };
+            ConfigError::new(&field, e.into_inner().to_string())
+        })?;
+        de.end()
+            .map_err(|e| ConfigError::new("(root)", e.to_string()))?;
+        raw.validate()
+    }
+}
+
+fn is_token_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+}
+
+fn check_token(field: &str, value: &str) -> Result<(), ConfigError> {
+    if value.is_empty() || value.len() > 256 || !value.bytes().all(is_token_char) {
+        return Err(ConfigError::new(
+            field,
+            format!("`{value}` is not a valid HTTP token"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_attribute(field: &str, value: &str) -> Result<(), ConfigError> {
+    if value.is_empty()
+        || value.len() > 1024
+        || !value
+            .bytes()
+            .all(|c| (0x21..0x7f).contains(&c) && c != b';' && c != b',')
+    {
+        return Err(ConfigError::new(
+            field,
+            format!("`{value}` is not a valid cookie attribute value"),
+        ));
+    }
+    Ok(())
+}
+
+fn positive(
+    field: &str,
+    d: Option<ConfigDuration>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let d = d.map(|d| d.0).unwrap_or(default);
+    if d.is_zero() {
+        return Err(ConfigError::new(field, "must be greater than zero"));
+    }
+    Ok(d)
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let name = self.name.unwrap_or_else(|| "default".to_string());
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+        {
+            return Err(ConfigError::new(
+                "name",
+                format!("`{name}`: use 1 to 64 letters, digits, `_` or `-`"),
+            ));
+        }
+        let upstream_header = self
+            .upstream_header
+            .unwrap_or_else(|| "x-persist-upstream".to_string())
+            .to_ascii_lowercase();
+        check_token("upstream_header", &upstream_header)?;
+        if matches!(
+            upstream_header.as_str(),
+            "cookie"
+                | "set-cookie"
+                | "host"
+                | "content-length"
+                | "transfer-encoding"
+                | "connection"
+        ) {
+            return Err(ConfigError::new(
+                "upstream_header",
+                format!("`{upstream_header}` is a reserved header"),
+            ));
+        }
+        let timeout = positive("timeout", self.timeout, Duration::from_secs(20 * 60))?;
+        let absolute_timeout = match self.absolute_timeout {
+            None => None,
+            Some(d) => Some(positive("absolute_timeout", Some(d), Duration::ZERO)?),
+        };
+        let suspect_for = self
+            .suspect_for
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(10));
+        let max_entries = self.max_entries.unwrap_or(100_000);
+        if max_entries == 0 {
+            return Err(ConfigError::new("max_entries", "must be at least 1"));
+        }
+
+        let kind = match self.kind {
+            PersistType::HttpCookie => {
+                Kind::HttpCookie(validate_cookie(self.cookie.unwrap_or_else(empty_cookie))?)
+            }
+            other => {
+                return Err(ConfigError::new(
+                    "type",
+                    format!("`{other:?}` is not supported by this build (supported: http_cookie)"),
+                ))
+            }
+        };
+        Ok(Config {
+            name,
+            kind,
+            handoff: self.handoff.unwrap_or(Handoff::StatefulSession),
+            upstream_header,
+            timeout,
+            absolute_timeout,
+            suspect_for,
+            max_entries,
+        })
+    }
+}
+
+fn empty_cookie() -> RawCookie {
+    RawCookie {
+        name: None,
+        format: None,
+        keys: None,
+        path: None,
+        domain: None,
+        secure: None,
+        http_only: None,
+        same_site: None,
+        max_age: None,
+        always_send: None,
+    }
+}
+
+fn validate_cookie(raw: RawCookie) -> Result<CookieConfig, ConfigError> {
+    let name = raw.name.unwrap_or_else(|| "persist".to_string());
+    check_token("cookie.name", &name)?;
+    let format = raw.format.unwrap_or(CookieFormat::Sealed);
+    let mut keys = Vec::new();
+    if let Some(list) = raw.keys {
+        if format != CookieFormat::Sealed {
+            return Err(ConfigError::new(
+                "cookie.keys",
+                "keys are only used by the `sealed` format",
+            ));
+        }
+        if list.is_empty() || list.len() > MAX_KEYS {
+            return Err(ConfigError::new(
+                "cookie.keys",
+                format!("give 1 to {MAX_KEYS} keys, or leave the field out to generate one"),
+            ));
+        }
+        for (i, text) in list.iter().enumerate() {
+            let field = format!("cookie.keys[{i}]");
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .map_err(|_| ConfigError::new(&field, "not base64"))?;
+            let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+                ConfigError::new(
+                    &field,
+                    format!("must be 32 bytes (AES-256), is {} bytes", bytes.len()),
+                )
+            })?;
+            keys.push(key);
+        }
+    }
+    let path = raw.path.unwrap_or_else(|| "/".to_string());
+    check_attribute("cookie.path", &path)?;
+    if !path.starts_with('/') {
+        return Err(ConfigError::new("cookie.path", "must start with `/`"));
+    }
+    if let Some(domain) = &raw.domain {
+        check_attribute("cookie.domain", domain)?;
+    }
+    let same_site = raw.same_site;
+    let secure = raw.secure.unwrap_or(false);
+    if same_site == Some(SameSite::None) && !secure {
+        return Err(ConfigError::new(
+            "cookie.same_site",
+            "`None` requires `secure: true` (browsers drop the cookie otherwise)",
+        ));
+    }
+    let max_age = match raw.max_age {
+        None => None,
+        Some(d) if d.0.as_secs() == 0 => {
+            return Err(ConfigError::new(
+                "cookie.max_age",
+                "must be at least one second (leave it out for a session cookie)",
+            ))
+        }
+        Some(d) => Some(d.0),
+    };
+    Ok(CookieConfig {
+        name,
+        format,
+        keys,
+        path,
+        domain: raw.domain,
+        secure,
+        http_only: raw.http_only.unwrap_or(true),
+        same_site,
+        max_age,
+        always_send: raw.always_send.unwrap_or(false),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(json: &str) -> ConfigError {
+        Config::parse(json.as_bytes()).unwrap_err()
+    }
+
+    const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    #[test]
+    fn defaults() {
+        let c = Config::parse(br#"{"type":"http_cookie"}"#).unwrap();
+        assert_eq!(c.name, "default");
+        assert_eq!(c.handoff, Handoff::StatefulSession);
+        assert_eq!(c.upstream_header, "x-persist-upstream");
+        assert_eq!(c.timeout, Duration::from_secs(1200));
+        assert_eq!(c.absolute_timeout, None);
+        assert_eq!(c.suspect_for, Duration::from_secs(10));
+        assert_eq!(c.max_entries, 100_000);
+        let Kind::HttpCookie(k) = c.kind;
+        assert_eq!(k.name, "persist");
+        assert_eq!(k.format, CookieFormat::Sealed);
+        assert!(k.keys.is_empty());
+        assert_eq!(k.path, "/");
+        assert_eq!(k.domain, None);
+        assert!(!k.secure);
+        assert!(k.http_only);
+        assert_eq!(k.same_site, None);
+        assert_eq!(k.max_age, None);
+        assert!(!k.always_send);
+    }
+
+    #[test]
+    fn full() {
+        let json = format!(
+            r#"{{"name":"web","type":"http_cookie","handoff":"override_host","upstream_header":"X-Up",
+            "timeout":"90s","absolute_timeout":"12h","suspect_for":0,"max_entries":5,
+            "cookie":{{"name":"SRV","format":"sealed","keys":["{KEY}"],"path":"/app","domain":"example.com",
+            "secure":true,"http_only":false,"same_site":"Strict","max_age":"7d","always_send":true}}}}"#
+        );
+        let c = Config::parse(json.as_bytes()).unwrap();
+        assert_eq!(c.upstream_header, "x-up");
+        assert_eq!(c.handoff, Handoff::OverrideHost);
+        assert_eq!(c.suspect_for, Duration::ZERO);
+        assert_eq!(c.absolute_timeout, Some(Duration::from_secs(43200)));
+        let Kind::HttpCookie(k) = c.kind;
+        assert_eq!(k.keys.len(), 1);
+        assert_eq!(k.keys[0][31], 31);
+        assert_eq!(k.same_site, Some(SameSite::Strict));
+        assert_eq!(k.max_age, Some(Duration::from_secs(604800)));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases: &[(&str, &str)] = &[
+            (r#"{"type":"http_cookie","bogus":1}"#, "bogus"),
+            (
+                r#"{"type":"http_cookie","cookie":{"bogus":1}}"#,
+                "cookie.bogus",
+            ),
+            (r#"{"type":"nope"}"#, "type"),
+            (r#"{}"#, "(root)"),
+            (r#"{"type":"http_cookie","handoff":"magic"}"#, "handoff"),
+            (r#"{"type":"http_cookie","timeout":"20x"}"#, "timeout"),
+            (r#"{"type":"http_cookie","timeout":0}"#, "timeout"),
+            (r#"{"type":"http_cookie","timeout":true}"#, "timeout"),
+            (
+                r#"{"type":"http_cookie","absolute_timeout":"0s"}"#,
+                "absolute_timeout",
+            ),
+            (r#"{"type":"http_cookie","suspect_for":"x"}"#, "suspect_for"),
+            (r#"{"type":"http_cookie","max_entries":0}"#, "max_entries"),
+            (r#"{"type":"http_cookie","max_entries":-1}"#, "max_entries"),
+            (r#"{"type":"http_cookie","name":"a.b"}"#, "name"),
+            (
+                r#"{"type":"http_cookie","upstream_header":"bad header"}"#,
+                "upstream_header",
+            ),
+            (
+                r#"{"type":"http_cookie","upstream_header":"cookie"}"#,
+                "upstream_header",
+            ),
+            (
+                r#"{"type":"http_cookie","cookie":{"format":"rot13"}}"#,
+                "cookie.format",
+            ),
+            (
+                r#"{"type":"http_cookie","cookie":{"keys":["***"]}}"#,
+                "cookie.keys[0]",
+            ),
+            (
+                r#"{"type":"http_cookie","cookie":{"keys":["AAAA"]}}"#,
+                "cookie.keys[0]",
+            ),
+            (
+                r#"{"type":"http_cookie","cookie":{"keys":[]}}"#,
+                "cookie.keys",
+            ),
+            (
+                r#"{"type":"http_cookie","cookie":{"keys":"abc"}}"#,
+                "cookie.keys",
+            ),
+            (
+                r#"{"type":"http_cookie","cookie":{"format":"bigip","keys":["AAAA"]}}"#,
+                "cookie.keys",
+            ),
+            (
+                r#"{"type":"http_cookie","cookie":{"name":"a b"}}"#,
+                "cookie.name",
+            ),
+            (
+                r#"{"type":"http_cookie","cookie":{"path":"x;y"}}"#,
+                "cookie.path",
+            ),
+            (
+                r#"{"type":"http_cookie","cookie":{"path":"app"}}"#,
+                "cookie.path",
+            ),
+            (
+                r#"{"type":"http_cookie","cookie":{"domain":"a;b"}}"#,
+                "cookie.domain",
+            ),
+            (
+                r#"{"type":"http_cookie","cookie":{"secure":"yes"}}"#,
+                "cookie.secure",
+            ),
+            (
+                r#"{"type":"http_cookie","cookie":{"same_site":"lax"}}"#,
+                "cookie.same_site",
+            ),
+            (
+                r#"{"type":"http_cookie","cookie":{"same_site":"None"}}"#,
+                "cookie.same_site",
+            ),
+            (
+                r#"{"type":"http_cookie","cookie":{"max_age":"0s"}}"#,
+                "cookie.max_age",
+            ),
+            (r#"{"type":"http_cookie"} trailing"#, "(root)"),
+        ];
+        let wrong: Vec<String> = cases
+            .iter()
+            .map(|(json, field)| (json, field, err(json)))
+            .filter(|(_, field, e)| e.field != **field)
+            .map(|(json, field, e)| format!("{json}: want {field}, got {e}"))
+            .collect();
+        assert!(wrong.is_empty(), "{wrong:#?}");
+        assert!(err("not json")
+            .to_string()
+            .contains("invalid configuration"));
+        assert!(err(r#"{"type":"http_cookie","bogus":1}"#)
+            .reason
+            .contains("bogus"));
+        assert!(err(r#"{}"#).reason.contains("type"));
+    }
+}

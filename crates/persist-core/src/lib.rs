@@ -1,0 +1,31 @@
+//! Pure logic of envoy-persist, free of proxy-wasm so it is tested natively:
+//!
+//! - [`config`]: the plugin JSON, parsed strictly and validated (SPEC 2).
+//! - [`cookie`]: `Cookie` header reading and `Set-Cookie` rendering.
+//! - [`codec`]: the four cookie encodings (SPEC 2.1); [`codec::sealed`] is where cookies are sealed.
+//! - [`persistence`]: what to name on a request, what to send on a response.
+//! - [`suspect`]: servers that failed to answer, shared by all workers.
+//! - [`store`]: the shared-data seam ([`store::SharedStore`]) and its host semantics.
+//! - [`stats`]: counter names and local accumulation.
+//! - [`addr`]: server addresses and the hand-off header value.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
+pub mod addr;
+pub mod codec;
+pub mod config;
+pub mod cookie;
+pub mod persistence;
+pub mod stats;
+pub mod store;
+pub mod suspect;

@@ -1,0 +1,437 @@
+//! `http_cookie` persistence (SPEC 2.1): the client stores the server in a cookie; nothing is
+//! stored in the proxy (bar the NGINX hashes). This module decides, for a request, which
+//! server to name, and for a response, whether and what `Set-Cookie` to send.
+
+use crate::codec::{self, bigip, envoy, nginx, sealed, Decoded, Times};
+use crate::config::{CookieConfig, CookieFormat};
+use crate::cookie::{header, set_cookie::SetCookieTemplate};
+use crate::stats::Counter;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A sealed cookie whose refresh time is this far in the future is rejected (clock skew
+/// between Envoys is tolerated up to this).
+pub const MAX_FUTURE_SECS: u64 = 300;
+
+/// The request's persistence, as read from its cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// No cookie of ours: `miss`.
+    Nothing,
+    /// A cookie of ours that cannot be used: `invalid`.
+    Invalid,
+    /// A well-formed NGINX hash, to resolve through the learned hashes.
+    Hash([u8; 16]),
+    /// A valid cookie naming a server.
+    Server(Persisted),
+}
+
+/// A server the client is persisted to, with its cookie's times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Persisted {
+    pub addr: SocketAddr,
+    pub times: Times,
+}
+
+/// What to do on the response.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Reply {
+    pub set_cookie: Option<String>,
+    /// `new` and/or `rebind`.
+    pub counters: Vec<Counter>,
+}
+
+#[derive(Debug)]
+pub struct CookiePersistence {
+    format: CookieFormat,
+    name: Vec<u8>,
+    template: SetCookieTemplate,
+    sealer: Option<sealed::Sealer>,
+    timeout: u64,
+    absolute: Option<u64>,
+    always_send: bool,
+}
+
+fn secs(d: Duration) -> u64 {
+    // Sub-second timeouts round up to one second: cookies carry whole seconds.
+    d.as_millis().div_ceil(1000).max(1) as u64
+}
+
+fn u32_secs(now: u64) -> u32 {
+    u32::try_from(now).unwrap_or(u32::MAX)
+}
+
+impl CookiePersistence {
+    /// `keys` are the sealing keys in effect (configured, or the generated one); they are
+    /// only used by the `sealed` format, which needs at least one.
+    pub fn new(
+        cfg: &CookieConfig,
+        keys: &[[u8; 32]],
+        timeout: Duration,
+        absolute: Option<Duration>,
+    ) -> Option<Self> {
+        let sealer = match cfg.format {
+            CookieFormat::Sealed => Some(sealed::Sealer::new(keys, &cfg.name)?),
+            _ => None,
+        };
+        Some(CookiePersistence {
+            format: cfg.format,
+            name: cfg.name.as_bytes().to_vec(),
+            template: SetCookieTemplate::new(cfg, cfg.format == CookieFormat::Envoy),
+            sealer,
+            timeout: secs(timeout),
+            absolute: absolute.map(secs),
+            always_send: cfg.always_send,
+        })
+    }
+
+    /// Whether reading or writing cookies needs the current time.
+    pub fn needs_clock(&self) -> bool {
+        matches!(self.format, CookieFormat::Sealed | CookieFormat::Envoy)
+    }
+
+    /// Reads the request's `Cookie` header. The first usable cookie of ours wins.
+    pub fn read(&self, cookie_header: Option<&[u8]>, now: u64) -> Found {
+        let Some(h) = cookie_header else {
+            return Found::Nothing;
+        };
+        let mut found = Found::Nothing;
+        for value in header::values(h, &self.name) {
+            match self.decode(value, now) {
+                Some(Decoded::Server { addr, times }) => {
+                    return Found::Server(Persisted { addr, times })
+                }
+                Some(Decoded::Hash(h)) => return Found::Hash(h),
+                None => found = Found::Invalid,
+            }
+        }
+        found
+    }
+
+    fn decode(&self, value: &[u8], now: u64) -> Option<Decoded> {
+        match self.format {
+            CookieFormat::Sealed => {
+                let s = self.sealer.as_ref()?.open(value)?;
+                let (issued, refreshed) = (u64::from(s.issued), u64::from(s.refreshed));
+                if refreshed > now.saturating_add(MAX_FUTURE_SECS)
+                    || issued > refreshed
+                    || now.saturating_sub(refreshed) > self.timeout
+                    || self
+                        .absolute
+                        .is_some_and(|abs| now.saturating_sub(issued) > abs)
+                {
+                    return None;
+                }
+                Some(Decoded::Server {
+                    addr: s.addr,
+                    times: Times::Sealed {
+                        issued: s.issued,
+                        refreshed: s.refreshed,
+                    },
+                })
+            }
+            CookieFormat::Envoy => {
+                let (addr, expires) = envoy::decode(value)?;
+                let times = match expires {
+                    Some(e) if e >= envoy::WALL_CLOCK_FLOOR => {
+                        if now > e {
+                            return None;
+                        }
+                        Times::Expires(e)
+                    }
+                    Some(e) => Times::Expires(e),
+                    None => Times::None,
+                };
+                Some(Decoded::Server { addr, times })
+            }
+            CookieFormat::Nginx => nginx::decode(value).map(Decoded::Hash),
+            CookieFormat::Bigip => bigip::decode(value).map(|addr| Decoded::Server {
+                addr,
+                times: Times::None,
+            }),
+        }
+    }
+
+    /// Decides the response's `Set-Cookie`, once the server that answered is known.
+    /// `persisted` is the request's valid cookie, if any.
+    pub fn reply(
+        &self,
+        persisted: Option<Persisted>,
+        answered: SocketAddr,
+        now: u64,
+        nonce: impl FnOnce() -> Option<[u8; 12]>,
+    ) -> Reply {
+        let mut counters = Vec::new();
+        let (issued, send) = match persisted {
+            None => {
+                counters.push(Counter::New);
+                (now, true)
+            }
+            Some(p) if p.addr != answered => {
+                counters.push(Counter::Rebind);
+                counters.push(Counter::New);
+                (now, true)
+            }
+            Some(p) => {
+                let issued = match p.times {
+                    Times::Sealed { issued, .. } => u64::from(issued),
+                    _ => now,
+                };
+                (issued, self.always_send || self.refresh_due(p.times, now))
+            }
+        };
+        let set_cookie = if send {
+            self.encode(answered, issued, now, nonce)
+                .map(|v| self.template.render(&v))
+        } else {
+            None
+        };
+        if send && set_cookie.is_none() {
+            counters.push(Counter::Error);
+        }
+        Reply {
+            set_cookie,
+            counters,
+        }
+    }
+
+    /// Re-send when older than half the timeout; upgrade Envoy cookies without a wall-clock
+    /// expiry to the current form.
+    fn refresh_due(&self, times: Times, now: u64) -> bool {
+        let half = self.timeout / 2;
+        match (self.format, times) {
+            (_, Times::Sealed { refreshed, .. }) => {
+                now.saturating_sub(u64::from(refreshed)) >= half
+            }
+            (CookieFormat::Envoy, Times::Expires(e)) if e >= envoy::WALL_CLOCK_FLOOR => {
+                // Issued at e - timeout; due once half of it has passed.
+                now.saturating_add(self.timeout) >= e.saturating_add(half)
+            }
+            (CookieFormat::Envoy, _) => true,
+            _ => false,
+        }
+    }
+
+    fn encode(
+        &self,
+        addr: SocketAddr,
+        issued: u64,
+        now: u64,
+        nonce: impl FnOnce() -> Option<[u8; 12]>,
+    ) -> Option<String> {
+        match self.format {
+            CookieFormat::Sealed => self.sealer.as_ref()?.seal(
+                &sealed::Sealed {
+                    addr,
+                    issued: u32_secs(issued),
+                    refreshed: u32_secs(now),
+                },
+                nonce()?,
+            ),
+            CookieFormat::Envoy => Some(envoy::encode(addr, now.saturating_add(self.timeout))),
+            CookieFormat::Nginx => Some(nginx::encode(addr)),
+            CookieFormat::Bigip => Some(bigip::encode(addr)),
+        }
+    }
+
+    pub fn format(&self) -> CookieFormat {
+        self.format
+    }
+}
+
+/// Re-exported so callers can name the times without reaching into the codecs.
+pub use codec::Times as CookieTimes;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Kind};
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn profile(json: &str) -> CookiePersistence {
+        let c = Config::parse(json.as_bytes()).unwrap();
+        let Kind::HttpCookie(k) = &c.kind;
+        let keys = if k.keys.is_empty() {
+            vec![[42u8; 32]]
+        } else {
+            k.keys.clone()
+        };
+        CookiePersistence::new(k, &keys, c.timeout, c.absolute_timeout).unwrap()
+    }
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn cookie_value(set_cookie: &str) -> &str {
+        let v = set_cookie.split(';').next().unwrap();
+        v.split_once('=').unwrap().1.trim_matches('"')
+    }
+
+    #[test]
+    fn sealed_lifecycle() {
+        let p = profile(r#"{"type":"http_cookie","timeout":"100s","absolute_timeout":"1000s"}"#);
+        assert!(p.needs_clock());
+        assert_eq!(p.read(None, NOW), Found::Nothing);
+        assert_eq!(p.read(Some(b"other=1"), NOW), Found::Nothing);
+        // New client.
+        let r = p.reply(None, a("10.0.0.1:80"), NOW, || Some([1; 12]));
+        assert_eq!(r.counters, vec![Counter::New]);
+        let sc = r.set_cookie.unwrap();
+        assert!(sc.starts_with("persist=") && sc.ends_with("; Path=/; HttpOnly"));
+        let header = format!("x=1; persist={}; y=2", cookie_value(&sc));
+        let Found::Server(found) = p.read(Some(header.as_bytes()), NOW + 10) else {
+            panic!("not found")
+        };
+        assert_eq!(found.addr, a("10.0.0.1:80"));
+        // Same server, fresh: nothing to send.
+        assert_eq!(
+            p.reply(Some(found), a("10.0.0.1:80"), NOW + 10, || None),
+            Reply::default()
+        );
+        // Half the timeout passed: refresh, keeping the issue time.
+        let r = p.reply(Some(found), a("10.0.0.1:80"), NOW + 50, || Some([2; 12]));
+        assert!(r.counters.is_empty());
+        let refreshed = format!("persist={}", cookie_value(r.set_cookie.as_ref().unwrap()));
+        let Found::Server(f2) = p.read(Some(refreshed.as_bytes()), NOW + 140) else {
+            panic!("refreshed cookie lost")
+        };
+        assert_eq!(
+            f2.times,
+            Times::Sealed {
+                issued: NOW as u32,
+                refreshed: (NOW + 50) as u32
+            }
+        );
+        // Idle past the timeout: invalid.
+        assert_eq!(p.read(Some(header.as_bytes()), NOW + 101), Found::Invalid);
+        // Absolute timeout, even when refreshed.
+        assert_eq!(
+            p.read(Some(refreshed.as_bytes()), NOW + 1001),
+            Found::Invalid
+        );
+        // From the future.
+        assert_eq!(p.read(Some(header.as_bytes()), NOW - 301), Found::Invalid);
+        // Another server answered: rebind + new cookie for it.
+        let r = p.reply(Some(found), a("10.0.0.2:80"), NOW + 20, || Some([3; 12]));
+        assert_eq!(r.counters, vec![Counter::Rebind, Counter::New]);
+        let moved = format!("persist={}", cookie_value(r.set_cookie.as_ref().unwrap()));
+        let Found::Server(f3) = p.read(Some(moved.as_bytes()), NOW + 20) else {
+            panic!()
+        };
+        assert_eq!(f3.addr, a("10.0.0.2:80"));
+        // Nonce exhaustion is an error, not a panic.
+        let r = p.reply(None, a("10.0.0.1:80"), NOW, || None);
+        assert_eq!(r.set_cookie, None);
+        assert_eq!(r.counters, vec![Counter::New, Counter::Error]);
+    }
+
+    #[test]
+    fn first_valid_cookie_wins_and_garbage_is_invalid() {
+        let p = profile(r#"{"type":"http_cookie"}"#);
+        let sc = p
+            .reply(None, a("10.0.0.7:80"), NOW, || Some([1; 12]))
+            .set_cookie
+            .unwrap();
+        let h = format!("persist=garbage; persist={}", cookie_value(&sc));
+        assert!(matches!(p.read(Some(h.as_bytes()), NOW), Found::Server(_)));
+        assert_eq!(p.read(Some(b"persist=garbage"), NOW), Found::Invalid);
+        assert_eq!(p.read(Some(b"persist="), NOW), Found::Invalid);
+        assert_eq!(p.read(Some(&[0xff, b'=', 0xfe][..]), NOW), Found::Nothing);
+    }
+
+    #[test]
+    fn always_send() {
+        let p = profile(r#"{"type":"http_cookie","cookie":{"always_send":true}}"#);
+        let persisted = Persisted {
+            addr: a("10.0.0.1:80"),
+            times: Times::Sealed {
+                issued: NOW as u32,
+                refreshed: NOW as u32,
+            },
+        };
+        let r = p.reply(Some(persisted), a("10.0.0.1:80"), NOW, || Some([1; 12]));
+        assert!(r.set_cookie.is_some());
+        assert!(r.counters.is_empty());
+    }
+
+    #[test]
+    fn envoy_format() {
+        let p = profile(r#"{"type":"http_cookie","timeout":"100s","cookie":{"format":"envoy"}}"#);
+        let r = p.reply(None, a("127.0.0.1:8081"), NOW, || None);
+        let sc = r.set_cookie.unwrap();
+        assert!(sc.starts_with("persist=\""), "{sc}");
+        let v = cookie_value(&sc);
+        assert_eq!(
+            envoy::decode(v.as_bytes()),
+            Some((a("127.0.0.1:8081"), Some(NOW + 100)))
+        );
+        let h = format!("persist=\"{v}\"");
+        let Found::Server(f) = p.read(Some(h.as_bytes()), NOW + 10) else {
+            panic!()
+        };
+        assert_eq!(p.reply(Some(f), f.addr, NOW + 10, || None).set_cookie, None);
+        assert!(p
+            .reply(Some(f), f.addr, NOW + 50, || None)
+            .set_cookie
+            .is_some());
+        assert_eq!(p.read(Some(h.as_bytes()), NOW + 101), Found::Invalid);
+        // Envoy's monotonic expiry: accepted, then upgraded.
+        let mono = format!("persist={}", envoy::encode(a("127.0.0.1:8082"), 5000));
+        let Found::Server(m) = p.read(Some(mono.as_bytes()), NOW) else {
+            panic!()
+        };
+        assert!(p.reply(Some(m), m.addr, NOW, || None).set_cookie.is_some());
+        // Legacy base64 ip:port: accepted, then upgraded.
+        let Found::Server(l) = p.read(Some(b"persist=MTI3LjAuMC4xOjgwODE="), NOW) else {
+            panic!()
+        };
+        assert_eq!(l.addr, a("127.0.0.1:8081"));
+        assert!(p.reply(Some(l), l.addr, NOW, || None).set_cookie.is_some());
+    }
+
+    #[test]
+    fn nginx_and_bigip_formats() {
+        let n = profile(r#"{"type":"http_cookie","cookie":{"format":"nginx"}}"#);
+        assert!(!n.needs_clock());
+        let sc = n
+            .reply(None, a("127.0.0.1:8081"), 0, || None)
+            .set_cookie
+            .unwrap();
+        let v = cookie_value(&sc).to_string();
+        assert_eq!(v, format!("{:x}", md5::compute("127.0.0.1:8081")));
+        let h = format!("persist={v}");
+        assert_eq!(
+            n.read(Some(h.as_bytes()), 0),
+            Found::Hash(nginx::hash(a("127.0.0.1:8081")).0)
+        );
+        assert_eq!(n.read(Some(b"persist=xyz"), 0), Found::Invalid);
+        let persisted = Persisted {
+            addr: a("127.0.0.1:8081"),
+            times: Times::None,
+        };
+        assert_eq!(
+            n.reply(Some(persisted), persisted.addr, 0, || None)
+                .set_cookie,
+            None
+        );
+
+        let b = profile(
+            r#"{"type":"http_cookie","cookie":{"format":"bigip","name":"BIGipServerpool"}}"#,
+        );
+        let sc = b
+            .reply(None, a("10.1.1.100:8080"), 0, || None)
+            .set_cookie
+            .unwrap();
+        assert_eq!(
+            sc,
+            "BIGipServerpool=1677787402.36895.0000; Path=/; HttpOnly"
+        );
+        let Found::Server(f) = b.read(Some(b"BIGipServerpool=1677787402.36895.0000"), 0) else {
+            panic!()
+        };
+        assert_eq!(f.addr, a("10.1.1.100:8080"));
+        assert_eq!(b.reply(Some(f), f.addr, 0, || None).set_cookie, None);
+    }
+}

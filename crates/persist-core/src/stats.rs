@@ -1,0 +1,89 @@
+//! Stats (SPEC 3): counters per profile, named `persist.<profile>.<counter>`. Workers count
+//! locally and flush on their tick, so the request path makes no stats host call.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    Hit,
+    Miss,
+    New,
+    Rebind,
+    Invalid,
+    Expired,
+    Evicted,
+    Error,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 8] = [
+        Counter::Hit,
+        Counter::Miss,
+        Counter::New,
+        Counter::Rebind,
+        Counter::Invalid,
+        Counter::Expired,
+        Counter::Evicted,
+        Counter::Error,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::Hit => "hit",
+            Counter::Miss => "miss",
+            Counter::New => "new",
+            Counter::Rebind => "rebind",
+            Counter::Invalid => "invalid",
+            Counter::Expired => "expired",
+            Counter::Evicted => "evicted",
+            Counter::Error => "error",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The metric name of `counter` in profile `profile`.
+pub fn metric_name(profile: &str, counter: Counter) -> String {
+    format!("persist.{profile}.{}", counter.name())
+}
+
+/// Counts not yet handed to the host.
+#[derive(Debug, Default, Clone)]
+pub struct Pending([u64; Counter::ALL.len()]);
+
+impl Pending {
+    pub fn add(&mut self, c: Counter) {
+        if let Some(v) = self.0.get_mut(c.index()) {
+            *v = v.saturating_add(1);
+        }
+    }
+
+    /// Takes every non-zero count, leaving zeros.
+    pub fn drain(&mut self) -> impl Iterator<Item = (Counter, u64)> + '_ {
+        Counter::ALL
+            .into_iter()
+            .zip(self.0.iter_mut())
+            .filter_map(|(c, v)| {
+                let n = std::mem::take(v);
+                (n > 0).then_some((c, n))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_drains() {
+        let mut p = Pending::default();
+        p.add(Counter::Hit);
+        p.add(Counter::Hit);
+        p.add(Counter::Error);
+        let got: Vec<_> = p.drain().collect();
+        assert_eq!(got, vec![(Counter::Hit, 2), (Counter::Error, 1)]);
+        assert_eq!(p.drain().count(), 0);
+        assert_eq!(metric_name("web", Counter::Rebind), "persist.web.rebind");
+    }
+}
