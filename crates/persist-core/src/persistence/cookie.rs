@@ -434,4 +434,64 @@ mod tests {
         assert_eq!(f.addr, a("10.1.1.100:8080"));
         assert_eq!(b.reply(Some(f), f.addr, 0, || None).set_cookie, None);
     }
+
+    /// Deterministic xorshift, so failures reproduce.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    #[test]
+    fn random_and_mutated_headers_never_panic_nor_forge() {
+        let alphabet: &[u8] = b"persist=;\" \t,AZaz09+/-_.%\xff\x00vi";
+        for format in ["sealed", "envoy", "nginx", "bigip"] {
+            let p = profile(&format!(
+                r#"{{"type":"http_cookie","cookie":{{"format":"{format}"}}}}"#
+            ));
+            let valid = p
+                .reply(None, a("10.9.8.7:6543"), NOW, || Some([4; 12]))
+                .set_cookie
+                .unwrap();
+            let valid = format!("persist={}", cookie_value(&valid));
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+            for _ in 0..20_000 {
+                let mut h: Vec<u8> = if rng.below(2) == 0 {
+                    valid.as_bytes().to_vec()
+                } else {
+                    (0..rng.below(120))
+                        .map(|_| alphabet[rng.below(alphabet.len())])
+                        .collect()
+                };
+                for _ in 0..=rng.below(4) {
+                    if h.is_empty() {
+                        break;
+                    }
+                    let i = rng.below(h.len());
+                    match rng.below(3) {
+                        0 => h[i] = alphabet[rng.below(alphabet.len())],
+                        1 => {
+                            h.remove(i);
+                        }
+                        _ => h.insert(i, rng.next() as u8),
+                    }
+                }
+                // Must not panic; a server may only come out of an input that still
+                // contains a well-formed cookie for it.
+                match p.read(Some(&h), NOW) {
+                    Found::Server(f) if format == "sealed" => {
+                        assert_eq!(f.addr, a("10.9.8.7:6543"), "{format}: forged {h:?}")
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
 }
