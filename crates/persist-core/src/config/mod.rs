@@ -157,12 +157,19 @@ impl Config {
         let mut de = serde_json::Deserializer::from_slice(json);
         let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
-            let field = if path == "." || path.is_empty() {
-                "(root)".to_string()
-            } else {
-                path
+            let inner = e.into_inner().to_string();
+            let at_root = path == "." || path == "?" || path.is_empty();
+            // serde reports a missing field at its parent: name the field itself.
+            let missing = inner
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split('`').next());
+            let field = match (missing, at_root) {
+                (Some(m), true) => m.to_string(),
+                (Some(m), false) => format!("{path}.{m}"),
+                (None, true) => "(root)".to_string(),
+                (None, false) => path,
             };
-            ConfigError::new(&field, e.into_inner().to_string())
+            ConfigError::new(&field, inner)
         })?;
         de.end()
             .map_err(|e| ConfigError::new("(root)", e.to_string()))?;
@@ -431,7 +438,8 @@ mod tests {
                 "cookie.bogus",
             ),
             (r#"{"type":"nope"}"#, "type"),
-            (r#"{}"#, "(root)"),
+            (r#"{}"#, "type"),
+            (r#"{"type":"http_cookie",}"#, "(root)"),
             (r#"{"type":"http_cookie","handoff":"magic"}"#, "handoff"),
             (r#"{"type":"http_cookie","timeout":"20x"}"#, "timeout"),
             (r#"{"type":"http_cookie","timeout":0}"#, "timeout"),
