@@ -1,0 +1,609 @@
+"""End-to-end harness: the built envoy_persist.wasm in a real Envoy, real backends.
+
+Every Envoy a test starts is one of the example configurations under envoy/, loaded with
+PyYAML and patched only where a test machine needs it: listener and admin ports, the module
+path, the plugin JSON and the backend ports (plus any explicit `patch` a test passes).
+
+Environment: ENVOY_BIN (default: scripts/envoy-bin.sh), PERSIST_WASM (default:
+target/wasm32-wasip1/release/envoy_persist.wasm). Only 127.0.0.1 is ever contacted; every
+wait is bounded.
+"""
+
+import base64
+import copy
+import functools
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+import persist_codec as codec
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "envoy"
+BACKEND_PY = ROOT / "tests" / "backend.py"
+DEFAULT_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "envoy_persist.wasm"
+COUNTERS = ("hit", "miss", "new", "rebind", "invalid", "error")
+HANDOFF_HEADER = "x-persist-upstream"
+LOCAL = "127.0.0.1"
+
+# A fixed test key (and a second one for rotation tests): base64 of 32 bytes.
+KEY1 = bytes.fromhex("8f" * 8 + "11" * 8 + "c3" * 8 + "5a" * 8)
+KEY2 = bytes.fromhex("01" * 8 + "f0" * 8 + "77" * 8 + "e2" * 8)
+
+
+@functools.lru_cache(maxsize=None)
+def envoy_bin() -> str:
+    env = os.environ.get("ENVOY_BIN")
+    if env:
+        return env
+    out = subprocess.run([str(ROOT / "scripts" / "envoy-bin.sh")], capture_output=True, text=True, timeout=300)
+    return out.stdout.strip()
+
+
+def wasm_path() -> Path:
+    p = Path(os.environ.get("PERSIST_WASM") or DEFAULT_WASM)
+    return p if p.is_absolute() else (ROOT / p)
+
+
+_HANDED_OUT = set()
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 now, never one this session handed out before."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((LOCAL, 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no fresh free port")
+
+
+def deadline_loop(timeout: float, interval: float = 0.1):
+    """Yields until `timeout` seconds have passed (bounded polling)."""
+    end = time.monotonic() + timeout
+    while True:
+        yield
+        if time.monotonic() >= end:
+            return
+        time.sleep(interval)
+
+
+# --- HTTP client: one fresh TCP connection per request ----------------------------------
+
+class SetCookie:
+    def __init__(self, raw: str):
+        self.raw = raw
+        first, *attrs = raw.split("; ")
+        self.name, _, self.value = first.partition("=")
+        self.attrs = attrs
+
+    @property
+    def unquoted(self) -> str:
+        v = self.value
+        return v[1:-1] if len(v) >= 2 and v[0] == v[-1] == '"' else v
+
+    def __repr__(self):
+        return f"SetCookie({self.raw!r})"
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers  # list of (name, value) as received
+        self.body = body
+
+    def all(self, name):
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def header(self, name):
+        vals = self.all(name)
+        return vals[0] if vals else None
+
+    @property
+    def server(self):
+        """Name of the backend that answered (its x-backend header), None for a local reply."""
+        return self.header("x-backend")
+
+    def json(self):
+        return json.loads(self.body)
+
+    @property
+    def echoed(self):
+        """Request headers as the backend received them."""
+        return self.json()["headers"]
+
+    def set_cookies(self, name=None):
+        out = [SetCookie(v) for v in self.all("set-cookie")]
+        return [c for c in out if name is None or c.name == name]
+
+    def persist_cookie(self, name="persist"):
+        found = self.set_cookies(name)
+        assert len(found) <= 1, f"more than one Set-Cookie for {name}: {found}"
+        return found[0] if found else None
+
+    def __repr__(self):
+        return f"Response({self.status}, server={self.server}, set-cookie={self.all('set-cookie')})"
+
+
+def http_request(port, path="/", cookie=None, headers=None, method="GET", timeout=5.0):
+    hdrs = {"Connection": "close", "Host": "persist.test"}
+    if cookie is not None:
+        hdrs["Cookie"] = cookie
+    hdrs.update(headers or {})
+    conn = http.client.HTTPConnection(LOCAL, port, timeout=timeout)
+    try:
+        conn.request(method, path, headers=hdrs)
+        r = conn.getresponse()
+        body = r.read()
+        return Response(r.status, r.getheaders(), body)
+    finally:
+        conn.close()
+
+
+def http_get_text(port, path, timeout=3.0):
+    conn = http.client.HTTPConnection(LOCAL, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Connection": "close"})
+        r = conn.getresponse()
+        return r.status, r.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+# --- backends ------------------------------------------------------------------------------
+
+class Backend:
+    def __init__(self, name, port, logdir):
+        self.name = name
+        self.port = port
+        self.addr = f"{LOCAL}:{port}"
+        self.logdir = logdir
+        self.proc = None
+
+    @property
+    def b64(self):
+        return base64.b64encode(self.addr.encode()).decode()
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout=10.0):
+        assert not self.alive()
+        log = open(self.logdir / f"backend-{self.name}.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(BACKEND_PY), "--port", str(self.port), "--name", self.name],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        for _ in deadline_loop(timeout, 0.05):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"backend {self.name} exited with {self.proc.returncode}")
+            try:
+                status, _ = http_get_text(self.port, "/healthz", timeout=1.0)
+                if status == 200:
+                    return
+            except OSError:
+                pass
+        raise RuntimeError(f"backend {self.name} on {self.port} not up within {timeout}s")
+
+    def kill(self):
+        """SIGKILL: the server vanishes without a goodbye, like a crashed host."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def ensure_up(self):
+        if not self.alive():
+            self.start()
+
+
+class Backends(list):
+    def by_name(self, name):
+        for b in self:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+    def by_addr(self, addr):
+        for b in self:
+            if b.addr == addr:
+                return b
+        raise KeyError(addr)
+
+
+@pytest.fixture(scope="session")
+def _backend_pool(tmp_path_factory):
+    logdir = tmp_path_factory.mktemp("backends")
+    pool = Backends(Backend(n, free_port(), logdir) for n in ("a", "b", "c"))
+    try:
+        for b in pool:
+            b.start()
+        yield pool
+    finally:
+        for b in pool:
+            b.kill()
+
+
+@pytest.fixture
+def backends(_backend_pool):
+    """The three backends, all running at the start of the test (restarted if a previous
+    test left one down)."""
+    for b in _backend_pool:
+        b.ensure_up()
+    return _backend_pool
+
+
+# --- Envoy -------------------------------------------------------------------------------------
+
+_LIVE_ENVOYS = []
+
+
+def load_example(name):
+    with open(EXAMPLES / name) as f:
+        return yaml.safe_load(f)
+
+
+def example_plugin_json(name):
+    """The plugin JSON of an example file, parsed."""
+    cfg = load_example(name)
+    for f in _wasm_filters(cfg):
+        return json.loads(f["typed_config"]["config"]["configuration"]["value"])
+    raise AssertionError(f"no wasm filter in {name}")
+
+
+def _hcm_configs(cfg):
+    for listener in cfg["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for f in chain["filters"]:
+                if f["name"] == "envoy.filters.network.http_connection_manager":
+                    yield f["typed_config"]
+
+
+def _wasm_filters(cfg):
+    for hcm in _hcm_configs(cfg):
+        for f in hcm["http_filters"]:
+            if f["name"] == "envoy.filters.http.wasm":
+                yield f
+
+
+def _cluster(cfg, name="backends"):
+    for c in cfg["static_resources"]["clusters"]:
+        if c["name"] == name:
+            return c
+    raise AssertionError(f"no cluster {name}")
+
+
+def deep_merge(base, override):
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def plugin_config(handoff="stateful_session", **over):
+    """A test plugin config: named `e2e`, a fixed key, overridable (deep merge)."""
+    base = {"name": "e2e", "type": "http_cookie", "handoff": handoff,
+            "cookie": {"name": "persist", "keys": [codec.key_b64(KEY1)]}}
+    return deep_merge(base, over)
+
+
+class Envoy:
+    def __init__(self, example, plugin, backends, workdir, concurrency=2, patch=None):
+        self.example = example
+        self.backends = backends
+        self.workdir = workdir
+        self.concurrency = concurrency
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.proc = None
+        self.cfg = load_example(example)
+        if plugin is None:
+            self.plugin = example_plugin_json(example)
+            plugin_text = None
+        elif isinstance(plugin, str):
+            self.plugin = None
+            plugin_text = plugin
+        else:
+            self.plugin = plugin
+            plugin_text = json.dumps(plugin)
+        self._patch(plugin_text)
+        if patch:
+            patch(self.cfg)
+        idx = len(list(workdir.glob("envoy-*.yaml")))
+        self.cfg_path = workdir / f"envoy-{idx}.yaml"
+        self.log_path = workdir / f"envoy-{idx}.log"
+        with open(self.cfg_path, "w") as f:
+            yaml.safe_dump(self.cfg, f, sort_keys=False)
+
+    # configuration --------------------------------------------------------------------------
+    def _patch(self, plugin_text):
+        cfg = self.cfg
+        cfg["admin"]["address"]["socket_address"] = {"address": LOCAL, "port_value": self.admin_port}
+        listeners = cfg["static_resources"]["listeners"]
+        assert len(listeners) == 1, "the examples have one listener"
+        listeners[0]["address"]["socket_address"] = {"address": LOCAL, "port_value": self.port}
+        wasm = list(_wasm_filters(cfg))
+        assert len(wasm) == 1, "the examples have one wasm filter"
+        conf = wasm[0]["typed_config"]["config"]
+        conf["vm_config"]["code"]["local"]["filename"] = str(wasm_path())
+        if plugin_text is not None:
+            conf["configuration"]["value"] = plugin_text
+        eps = _cluster(cfg)["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        assert len(eps) == len(self.backends) == 3
+        for ep, b in zip(eps, self.backends):
+            ep["endpoint"]["address"]["socket_address"] = {"address": LOCAL, "port_value": b.port}
+
+    @property
+    def profile(self):
+        return (self.plugin or {}).get("name", "default")
+
+    @property
+    def cookie_name(self):
+        return (self.plugin or {}).get("cookie", {}).get("name", "persist")
+
+    @property
+    def upstream_header(self):
+        return (self.plugin or {}).get("upstream_header", HANDOFF_HEADER)
+
+    @property
+    def handoff(self):
+        return (self.plugin or {}).get("handoff", "stateful_session")
+
+    @property
+    def keys(self):
+        return [base64.b64decode(k) for k in (self.plugin or {}).get("cookie", {}).get("keys", [])]
+
+    # process -----------------------------------------------------------------------------------
+    def command(self):
+        return [envoy_bin(), "-c", str(self.cfg_path), "--concurrency", str(self.concurrency),
+                "--disable-hot-restart", "--log-level", "info", "--drain-time-s", "1"]
+
+    def _spawn(self):
+        log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, cwd=str(ROOT))
+        log.close()
+
+    def start(self, timeout=30.0):
+        assert wasm_path().is_file(), f"module not built: {wasm_path()} (run `make build`)"
+        self._spawn()
+        _LIVE_ENVOYS.append(self)
+        ready = False
+        for _ in deadline_loop(timeout, 0.1):
+            if self.proc.poll() is not None:
+                raise AssertionError(f"Envoy exited with {self.proc.returncode} at start:\n{self.log_tail()}")
+            try:
+                status, text = http_get_text(self.admin_port, "/ready", timeout=1.0)
+                if status == 200 and "LIVE" in text:
+                    ready = True
+                    break
+            except OSError:
+                pass
+        assert ready, f"Envoy not ready within {timeout}s:\n{self.log_tail()}"
+        for _ in deadline_loop(5.0, 0.05):
+            try:
+                with socket.create_connection((LOCAL, self.port), timeout=1.0):
+                    break
+            except OSError:
+                pass
+        self.wait_health({b.addr: True for b in self.backends}, timeout=15.0)
+        return self
+
+    def run_to_exit(self, timeout=30.0):
+        """For configurations Envoy must refuse: returns (exit code, log text)."""
+        assert wasm_path().is_file(), f"module not built: {wasm_path()} (run `make build`)"
+        self._spawn()
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._terminate()
+            raise AssertionError(f"Envoy still running {timeout}s after start with a bad config:\n{self.log_tail()}")
+        return rc, self.log_text()
+
+    def validate(self, timeout=60.0):
+        """`envoy --mode validate` on the patched configuration: (exit code, output)."""
+        assert wasm_path().is_file(), f"module not built: {wasm_path()} (run `make build`)"
+        out = subprocess.run([envoy_bin(), "--mode", "validate", "-c", str(self.cfg_path)], cwd=str(ROOT),
+                             capture_output=True, text=True, timeout=timeout)
+        return out.returncode, out.stdout + out.stderr
+
+    def stop(self, check=True):
+        """Stops Envoy; first, if it is running and `check`, asserts no wasm VM failure."""
+        problem = None
+        if check and self.proc is not None and self.proc.poll() is None:
+            try:
+                self.check_wasm_healthy()
+            except AssertionError as exc:
+                problem = str(exc) + "\n--- Envoy log tail ---\n" + self.log_tail(40)
+        self._terminate()
+        if problem:
+            raise AssertionError(problem)
+
+    def _terminate(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self in _LIVE_ENVOYS:
+            _LIVE_ENVOYS.remove(self)
+
+    def log_text(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, n=60):
+        return "\n".join(self.log_text().splitlines()[-n:])
+
+    # admin ------------------------------------------------------------------------------------
+    def admin(self, path):
+        status, text = http_get_text(self.admin_port, path, timeout=3.0)
+        assert status == 200, f"admin {path}: {status} {text[:200]}"
+        return text
+
+    def stats(self, flt=None):
+        path = "/stats" + (f"?filter={flt}" if flt else "")
+        out = {}
+        for line in self.admin(path).splitlines():
+            name, sep, value = line.rpartition(": ")
+            if sep and re.fullmatch(r"-?\d+", value.strip()):
+                out[name] = int(value)
+        return out
+
+    def stat(self, name):
+        return self.stats().get(name)
+
+    def counters(self, profile=None):
+        """The filter's counters as Envoy shows them at /stats: wasmcustom.persist.<name>.<c>."""
+        prefix = f"wasmcustom.persist.{profile or self.profile}."
+        s = self.stats(r"^wasmcustom\.persist\.")
+        return {k[len(prefix):]: v for k, v in s.items() if k.startswith(prefix)}
+
+    def wait_counters(self, expected, timeout=6.0, settle=1.3):
+        """Polls until every counter in `expected` has exactly its value (workers flush once a
+        second), then waits `settle` seconds and checks again that nothing more arrived."""
+        last = None
+        for _ in deadline_loop(timeout, 0.2):
+            last = self.counters()
+            if all(last.get(k) == v for k, v in expected.items()):
+                break
+        assert last is not None and all(last.get(k) == v for k, v in expected.items()), \
+            f"counters: expected {expected}, got {last}"
+        if settle:
+            time.sleep(settle)
+            again = self.counters()
+            assert all(again.get(k) == v for k, v in expected.items()), \
+                f"counters went on changing: expected {expected}, got {again}"
+            last = again
+        return last
+
+    def worker_connections(self):
+        """Per-worker accepted downstream connections of the listener."""
+        s = self.stats(r"^listener\..*worker_\d+\.downstream_cx_total$")
+        return {int(re.search(r"worker_(\d+)", k).group(1)): v for k, v in s.items()}
+
+    def clusters(self):
+        """addr -> health flags string of the backends cluster."""
+        out = {}
+        for line in self.admin("/clusters").splitlines():
+            parts = line.split("::")
+            if len(parts) == 4 and parts[0] == "backends" and parts[2] == "health_flags":
+                out[parts[1]] = parts[3]
+        return out
+
+    def wait_health(self, want, timeout=15.0):
+        """want: addr -> True (healthy) / False (failed active health check)."""
+        flags = None
+        for _ in deadline_loop(timeout, 0.1):
+            flags = self.clusters()
+            ok = all((flags.get(a) == "healthy") == healthy for a, healthy in want.items())
+            if ok and all(a in flags for a in want):
+                return flags
+        raise AssertionError(f"health not reached within {timeout}s: want {want}, have {flags}")
+
+    # traffic ------------------------------------------------------------------------------------
+    def get(self, path="/", cookie=None, headers=None, check_leak=True, **kw):
+        r = http_request(self.port, path, cookie=cookie, headers=headers, **kw)
+        if check_leak:
+            # The stateful_session response header must never reach the client.
+            for name in {HANDOFF_HEADER, self.upstream_header}:
+                assert r.header(name) is None, f"{name} leaked to the client: {r.headers}"
+        return r
+
+    def open(self, value, keys=None):
+        return codec.open_sealed(keys or self.keys, self.cookie_name, value)
+
+    def cookie_server(self, value, keys=None):
+        """Backend named by a sealed cookie value."""
+        return self.backends.by_addr(self.open(value, keys).addr)
+
+    # teardown check ----------------------------------------------------------------------------
+    WASM_FAILURE_LOG = re.compile(r"Function: \S+ failed|panicked at|Wasm VM failed|Plugin \S+ failed to load"
+                                  r"|wasm_fail_stream|Uncaught RuntimeError")
+
+    def check_wasm_healthy(self):
+        """No VM failure: V8 instances still alive for every worker, no reload (FAIL_RELOAD
+        counters), no runtime failure or panic in the log, and no `error` counted."""
+        problems = []
+        stats = self.stats(r"^wasm")
+        active = stats.get("wasm.envoy.wasm.runtime.v8.active", 0)
+        if active < self.concurrency + 1:
+            problems.append(f"wasm.envoy.wasm.runtime.v8.active = {active} (< {self.concurrency + 1})")
+        for k, v in stats.items():
+            if re.fullmatch(r"wasm\.[^.]+\.vm_reload(_success|_failure|_backoff)?", k) and v:
+                problems.append(f"{k} = {v}")
+        bad = [l for l in self.log_text().splitlines() if self.WASM_FAILURE_LOG.search(l)]
+        if bad:
+            problems.append("log: " + "\n".join(bad[:5]))
+        if self.plugin is not None:
+            err = self.counters().get("error")
+            if err:
+                problems.append(f"wasmcustom.persist.{self.profile}.error = {err}")
+        assert not problems, "wasm VM failure in Envoy:\n" + "\n".join(problems)
+
+
+@pytest.fixture
+def envoy_factory(backends, tmp_path):
+    """envoy_factory(example, plugin=None|dict|str, concurrency=2, patch=None, start=True)."""
+    started = []
+
+    def make(example="http-cookie.yaml", plugin=None, concurrency=2, patch=None, start=True):
+        e = Envoy(example, plugin, backends, tmp_path, concurrency=concurrency, patch=patch)
+        started.append(e)
+        if start:
+            e.start()
+        return e
+
+    yield make
+    errors = []
+    for e in started:
+        try:
+            e.stop()
+        except AssertionError as exc:
+            errors.append(str(exc))
+    if errors:
+        pytest.fail("\n\n".join(errors), pytrace=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed:
+        for e in list(_LIVE_ENVOYS):
+            rep.sections.append((f"Envoy log tail ({e.example}, {e.log_path})", e.log_tail(60)))
+
+
+# --- small shared helpers ----------------------------------------------------------------------
+
+def first_cookie(envoy, path="/", **kw):
+    """One request without cookie: returns (response, persist Set-Cookie)."""
+    r = envoy.get(path, **kw)
+    assert r.status == 200, r
+    c = r.persist_cookie(envoy.cookie_name)
+    assert c is not None, f"no {envoy.cookie_name} cookie on a first response: {r}"
+    return r, c
+
+
+def handoff_value(envoy, backend):
+    return backend.b64 if envoy.handoff == "stateful_session" else backend.addr

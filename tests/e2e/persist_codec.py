@@ -1,0 +1,213 @@
+"""Independent Python implementations of the cookie formats of SPEC 2.1.
+
+The tests compute expected cookie values from these definitions (never from the filter's
+output), craft valid / expired / tampered cookies, and decode whatever the filter writes.
+"""
+
+import base64
+import hashlib
+import ipaddress
+import os
+import struct
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+SEALED_VERSION = 1
+NONCE_LEN = 12
+TAG_LEN = 16
+
+
+# --- base64 helpers ---------------------------------------------------------------------
+
+def b64url_nopad(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def b64url_decode(text: str) -> bytes:
+    """Strict base64url without padding (raises ValueError on anything else)."""
+    if "=" in text or len(text) % 4 == 1:
+        raise ValueError("not unpadded base64url")
+    alphabet = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    if not set(text) <= alphabet:
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def key_b64(key: bytes) -> str:
+    return base64.b64encode(key).decode()
+
+
+def split_addr(addr: str):
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+# --- sealed -------------------------------------------------------------------------------
+
+@dataclass
+class Sealed:
+    version: int
+    nonce: bytes
+    issued: int
+    refreshed: int
+    addr: str
+
+
+def sealed_plaintext(addr: str, issued: int, refreshed: int, family=None) -> bytes:
+    host, port = split_addr(addr)
+    ip = ipaddress.ip_address(host)
+    fam = family if family is not None else (4 if ip.version == 4 else 6)
+    return struct.pack(">II", issued, refreshed) + bytes([fam]) + ip.packed + struct.pack(">H", port)
+
+
+def aad(cookie_name: str) -> bytes:
+    return b"envoy-persist:" + cookie_name.encode()
+
+
+def seal_raw(key: bytes, cookie_name: str, plaintext: bytes, version=SEALED_VERSION, nonce=None) -> bytes:
+    nonce = nonce if nonce is not None else os.urandom(NONCE_LEN)
+    ct = AESGCM(key).encrypt(nonce, plaintext, aad(cookie_name))
+    return bytes([version]) + nonce + ct
+
+
+def seal(key: bytes, cookie_name: str, addr: str, issued: int, refreshed=None, **kw) -> str:
+    refreshed = issued if refreshed is None else refreshed
+    return b64url_nopad(seal_raw(key, cookie_name, sealed_plaintext(addr, issued, refreshed), **kw))
+
+
+def open_sealed(keys, cookie_name: str, value: str) -> Sealed:
+    """Opens a sealed cookie with any of `keys`; raises ValueError when it is not valid."""
+    raw = b64url_decode(value)
+    if len(raw) < 1 + NONCE_LEN + TAG_LEN:
+        raise ValueError("too short")
+    version, nonce, ct = raw[0], raw[1 : 1 + NONCE_LEN], raw[1 + NONCE_LEN :]
+    if version != SEALED_VERSION:
+        raise ValueError(f"version {version}")
+    for key in keys:
+        try:
+            pt = AESGCM(key).decrypt(nonce, ct, aad(cookie_name))
+        except Exception:  # InvalidTag
+            continue
+        issued, refreshed = struct.unpack(">II", pt[:8])
+        fam = pt[8]
+        if fam == 4 and len(pt) == 9 + 4 + 2:
+            ip = ipaddress.IPv4Address(pt[9:13])
+            port = struct.unpack(">H", pt[13:15])[0]
+            addr = f"{ip}:{port}"
+        elif fam == 6 and len(pt) == 9 + 16 + 2:
+            ip = ipaddress.IPv6Address(pt[9:25])
+            port = struct.unpack(">H", pt[25:27])[0]
+            addr = f"[{ip}]:{port}"
+        else:
+            raise ValueError(f"bad plaintext (family {fam}, {len(pt)} bytes)")
+        return Sealed(version, nonce, issued, refreshed, addr)
+    raise ValueError("no key opens it")
+
+
+# --- envoy (native stateful_session cookie) -----------------------------------------------
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _read_varint(buf: bytes, i: int):
+    shift = 0
+    value = 0
+    while True:
+        if i >= len(buf) or shift > 63:
+            raise ValueError("bad varint")
+        b = buf[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return value, i
+
+
+def envoy_encode(addr: str, expires: int = 0) -> str:
+    a = addr.encode()
+    msg = b"\x0a" + _varint(len(a)) + a
+    if expires:
+        msg += b"\x10" + _varint(expires)
+    return base64.b64encode(msg).decode()
+
+
+def envoy_legacy_encode(addr: str) -> str:
+    return base64.b64encode(addr.encode()).decode()
+
+
+def envoy_decode(value: str):
+    """Decodes the current (protobuf) form: returns (address, expires)."""
+    value = value.strip('"')
+    raw = base64.b64decode(value, validate=True)
+    i = 0
+    addr, expires = None, 0
+    while i < len(raw):
+        tag, i = _read_varint(raw, i)
+        field, wire = tag >> 3, tag & 7
+        if wire == 2:
+            n, i = _read_varint(raw, i)
+            data = raw[i : i + n]
+            if len(data) != n:
+                raise ValueError("truncated")
+            i += n
+            if field == 1:
+                addr = data.decode()
+        elif wire == 0:
+            v, i = _read_varint(raw, i)
+            if field == 2:
+                expires = v
+        else:
+            raise ValueError(f"unexpected wire type {wire}")
+    if addr is None:
+        raise ValueError("no address field")
+    return addr, expires
+
+
+# --- nginx ----------------------------------------------------------------------------------
+
+def nginx_hash(addr: str) -> str:
+    return hashlib.md5(addr.encode()).hexdigest()
+
+
+# --- bigip ----------------------------------------------------------------------------------
+
+def bigip_encode(addr: str) -> str:
+    host, port = split_addr(addr)
+    a, b, c, d = (int(x) for x in host.split("."))
+    ip = a + b * 256 + c * 65536 + d * 16777216
+    swapped = ((port & 0xFF) << 8) | (port >> 8)
+    return f"{ip}.{swapped}.0000"
+
+
+def bigip_decode(value: str) -> str:
+    ip_s, port_s, tail = value.split(".")
+    if tail != "0000":
+        raise ValueError("bad bigip tail")
+    ip, p = int(ip_s), int(port_s)
+    octets = [(ip >> s) & 0xFF for s in (0, 8, 16, 24)]
+    port = ((p & 0xFF) << 8) | (p >> 8)
+    return "{}.{}.{}.{}:{}".format(*octets, port)
+
+
+def _self_check():
+    assert bigip_encode("10.1.1.100:8080") == "1677787402.36895.0000"
+    assert bigip_decode("1677787402.36895.0000") == "10.1.1.100:8080"
+    k = bytes(range(32))
+    v = seal(k, "persist", "127.0.0.1:8081", 1000, 1001)
+    s = open_sealed([k], "persist", v)
+    assert (s.addr, s.issued, s.refreshed) == ("127.0.0.1:8081", 1000, 1001)
+    assert envoy_decode(envoy_encode("127.0.0.1:1", 1234567890)) == ("127.0.0.1:1", 1234567890)
+    assert envoy_decode(envoy_encode("127.0.0.1:1")) == ("127.0.0.1:1", 0)
+
+
+_self_check()
