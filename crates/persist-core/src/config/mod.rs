@@ -2,8 +2,10 @@
 //! a [`Config`] the filter can use without further checks. Every error names its field.
 
 mod duration;
+mod types;
 
 pub use duration::{parse_duration, ConfigDuration};
+pub use types::{AppCookieConfig, ClientIpConfig, HashConfig, HeaderConfig, Source, TlsKey};
 
 use base64::Engine;
 use serde::Deserialize;
@@ -18,7 +20,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(field: &str, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(field: &str, reason: impl Into<String>) -> Self {
         ConfigError {
             field: field.to_string(),
             reason: reason.into(),
@@ -44,7 +46,7 @@ pub enum Handoff {
     OverrideHost,
 }
 
-/// Persistence types (SPEC 2). Only the ones this build implements are accepted.
+/// Persistence types (SPEC 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PersistType {
@@ -55,6 +57,20 @@ pub enum PersistType {
     Tls,
     Custom,
     ConsistentHash,
+}
+
+impl PersistType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PersistType::HttpCookie => "http_cookie",
+            PersistType::AppCookie => "app_cookie",
+            PersistType::HttpHeader => "http_header",
+            PersistType::ClientIp => "client_ip",
+            PersistType::Tls => "tls",
+            PersistType::Custom => "custom",
+            PersistType::ConsistentHash => "consistent_hash",
+        }
+    }
 }
 
 /// Cookie encodings (SPEC 2.1).
@@ -97,6 +113,12 @@ struct RawConfig {
     suspect_for: Option<ConfigDuration>,
     max_entries: Option<u64>,
     cookie: Option<RawCookie>,
+    app_cookie: Option<types::RawAppCookie>,
+    header: Option<types::RawHeader>,
+    client_ip: Option<types::RawClientIp>,
+    tls: Option<types::RawTls>,
+    custom: Option<types::RawCustom>,
+    hash: Option<types::RawHash>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,7 +155,23 @@ pub struct CookieConfig {
 /// Type-specific settings of a profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
+    /// Client stored (SPEC 2.1).
     HttpCookie(CookieConfig),
+    /// Locally stored (SPEC 2.2): the key of each request maps to a server in the table.
+    AppCookie(AppCookieConfig),
+    HttpHeader(HeaderConfig),
+    ClientIp(ClientIpConfig),
+    Tls(TlsKey),
+    Custom(Source),
+    /// SPEC 2.3: a key for Envoy's ring_hash / maglev; nothing stored.
+    ConsistentHash(HashConfig),
+}
+
+impl Kind {
+    /// Whether this type keeps its bindings in the local persistence table.
+    pub fn uses_table(&self) -> bool {
+        !matches!(self, Kind::HttpCookie(_) | Kind::ConsistentHash(_))
+    }
 }
 
 /// A validated profile configuration.
@@ -181,7 +219,7 @@ fn is_token_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
 }
 
-fn check_token(field: &str, value: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_token(field: &str, value: &str) -> Result<(), ConfigError> {
     if value.is_empty() || value.len() > 256 || !value.bytes().all(is_token_char) {
         return Err(ConfigError::new(
             field,
@@ -265,15 +303,73 @@ impl RawConfig {
             return Err(ConfigError::new("max_entries", "must be at least 1"));
         }
 
-        let kind = match self.kind {
+        let kind = self.kind;
+        let sections = [
+            ("cookie", self.cookie.is_some(), PersistType::HttpCookie),
+            (
+                "app_cookie",
+                self.app_cookie.is_some(),
+                PersistType::AppCookie,
+            ),
+            ("header", self.header.is_some(), PersistType::HttpHeader),
+            ("client_ip", self.client_ip.is_some(), PersistType::ClientIp),
+            ("tls", self.tls.is_some(), PersistType::Tls),
+            ("custom", self.custom.is_some(), PersistType::Custom),
+            ("hash", self.hash.is_some(), PersistType::ConsistentHash),
+        ];
+        for (field, given, owner) in sections {
+            if given && owner != kind {
+                return Err(ConfigError::new(
+                    field,
+                    format!("only for type {}", owner.as_str()),
+                ));
+            }
+        }
+        let kind = match kind {
             PersistType::HttpCookie => {
                 Kind::HttpCookie(validate_cookie(self.cookie.unwrap_or_else(empty_cookie))?)
             }
-            other => {
-                return Err(ConfigError::new(
-                    "type",
-                    format!("`{other:?}` is not supported by this build (supported: http_cookie)"),
-                ))
+            PersistType::AppCookie => Kind::AppCookie(
+                self.app_cookie
+                    .map(|a| a.validate())
+                    .unwrap_or_else(|| types::RawAppCookie::default().validate())?,
+            ),
+            PersistType::HttpHeader => Kind::HttpHeader(
+                self.header
+                    .ok_or_else(|| {
+                        ConfigError::new("header.name", "required for type http_header")
+                    })?
+                    .validate()?,
+            ),
+            PersistType::ClientIp => Kind::ClientIp(
+                self.client_ip
+                    .map(|c| c.validate())
+                    .unwrap_or_else(|| types::RawClientIp::default().validate())?,
+            ),
+            PersistType::Tls => Kind::Tls(
+                self.tls
+                    .map(|t| t.validate())
+                    .unwrap_or_else(|| types::RawTls::default().validate())?,
+            ),
+            PersistType::Custom => Kind::Custom(
+                self.custom
+                    .ok_or_else(|| ConfigError::new("custom.source", "required for type custom"))?
+                    .validate()?,
+            ),
+            PersistType::ConsistentHash => {
+                let hash = self
+                    .hash
+                    .ok_or_else(|| {
+                        ConfigError::new("hash.source", "required for type consistent_hash")
+                    })?
+                    .validate()?;
+                if hash.header == upstream_header {
+                    return Err(ConfigError::new(
+                        "hash.header",
+                        "must differ from upstream_header",
+                    ));
+                }
+                Kind::ConsistentHash(hash)
             }
         };
         Ok(Config {
@@ -396,7 +492,9 @@ mod tests {
         assert_eq!(c.absolute_timeout, None);
         assert_eq!(c.suspect_for, Duration::from_secs(10));
         assert_eq!(c.max_entries, 100_000);
-        let Kind::HttpCookie(k) = c.kind;
+        let Kind::HttpCookie(k) = c.kind else {
+            panic!()
+        };
         assert_eq!(k.name, "persist");
         assert_eq!(k.format, CookieFormat::Sealed);
         assert!(k.keys.is_empty());
@@ -422,7 +520,9 @@ mod tests {
         assert_eq!(c.handoff, Handoff::OverrideHost);
         assert_eq!(c.suspect_for, Duration::ZERO);
         assert_eq!(c.absolute_timeout, Some(Duration::from_secs(43200)));
-        let Kind::HttpCookie(k) = c.kind;
+        let Kind::HttpCookie(k) = c.kind else {
+            panic!()
+        };
         assert_eq!(k.keys.len(), 1);
         assert_eq!(k.keys[0][31], 31);
         assert_eq!(k.same_site, Some(SameSite::Strict));

@@ -61,7 +61,9 @@ mod tests {
     use crate::config::{Config, Kind};
 
     fn cookie_cfg(json: &str) -> CookieConfig {
-        let Kind::HttpCookie(c) = Config::parse(json.as_bytes()).unwrap().kind;
+        let Kind::HttpCookie(c) = Config::parse(json.as_bytes()).unwrap().kind else {
+            panic!()
+        };
         c
     }
 

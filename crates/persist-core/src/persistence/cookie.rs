@@ -251,7 +251,9 @@ mod tests {
 
     fn profile(json: &str) -> CookiePersistence {
         let c = Config::parse(json.as_bytes()).unwrap();
-        let Kind::HttpCookie(k) = &c.kind;
+        let Kind::HttpCookie(k) = &c.kind else {
+            panic!()
+        };
         let keys = if k.keys.is_empty() {
             vec![[42u8; 32]]
         } else {
