@@ -1,0 +1,174 @@
+//! One binding as stored in a slot: version-free fixed fields, the slot carries the version.
+//!
+//! ```text
+//! fingerprint u64 LE | created u32 LE | last_use u32 LE | family u8 (4|6) | ip (4|16) | port u16 LE
+//! ```
+//! Times are whole seconds since the Unix epoch (u32: good until 2106). An IPv4 entry is 23
+//! bytes, an IPv6 entry 35.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    /// 64 bits of the key's hash: identifies the key within its slot.
+    pub fingerprint: u64,
+    pub server: SocketAddr,
+    /// When the key was bound to this server.
+    pub created: u32,
+    /// When the binding was last used (refreshed at most once per `timeout/4`).
+    pub last_use: u32,
+}
+
+/// Reads fixed-size little-endian fields off the front of a byte slice, never panicking.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_at_checked(N)?;
+        self.0 = rest;
+        head.try_into().ok()
+    }
+}
+
+impl Entry {
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.fingerprint.to_le_bytes());
+        out.extend_from_slice(&self.created.to_le_bytes());
+        out.extend_from_slice(&self.last_use.to_le_bytes());
+        match self.server.ip() {
+            IpAddr::V4(ip) => {
+                out.push(4);
+                out.extend_from_slice(&ip.octets());
+            }
+            IpAddr::V6(ip) => {
+                out.push(6);
+                out.extend_from_slice(&ip.octets());
+            }
+        }
+        out.extend_from_slice(&self.server.port().to_le_bytes());
+    }
+
+    /// Decodes one entry from the front of `raw`; returns it and the rest.
+    pub fn decode(raw: &[u8]) -> Option<(Entry, &[u8])> {
+        let mut r = Reader(raw);
+        let fingerprint = u64::from_le_bytes(r.take()?);
+        let created = u32::from_le_bytes(r.take()?);
+        let last_use = u32::from_le_bytes(r.take()?);
+        let [family] = r.take::<1>()?;
+        let ip = match family {
+            4 => IpAddr::V4(Ipv4Addr::from(r.take::<4>()?)),
+            6 => IpAddr::V6(Ipv6Addr::from(r.take::<16>()?)),
+            _ => return None,
+        };
+        let port = u16::from_le_bytes(r.take()?);
+        let entry = Entry {
+            fingerprint,
+            server: SocketAddr::new(ip, port),
+            created,
+            last_use,
+        };
+        Some((entry, r.0))
+    }
+
+    /// The second (Unix time) from which this entry no longer counts.
+    pub fn expires_at(&self, timeouts: &Timeouts) -> u64 {
+        let idle = u64::from(self.last_use).saturating_add(timeouts.idle_s);
+        match timeouts.absolute_s {
+            Some(abs) => idle.min(u64::from(self.created).saturating_add(abs)),
+            None => idle,
+        }
+    }
+
+    pub fn is_expired(&self, timeouts: &Timeouts, now_s: u32) -> bool {
+        u64::from(now_s) >= self.expires_at(timeouts)
+    }
+}
+
+/// The table's timeouts in whole seconds (sub-second values round up to one second).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub idle_s: u64,
+    pub absolute_s: Option<u64>,
+}
+
+impl Timeouts {
+    pub fn new(idle: std::time::Duration, absolute: Option<std::time::Duration>) -> Self {
+        let secs = |d: std::time::Duration| {
+            u64::try_from(d.as_millis().div_ceil(1000).max(1)).unwrap_or(u64::MAX)
+        };
+        Timeouts {
+            idle_s: secs(idle),
+            absolute_s: absolute.map(secs),
+        }
+    }
+
+    /// A use refreshes `last_use` only when it is at least this old (SPEC 2.2: `timeout/4`).
+    pub fn refresh_after_s(&self) -> u64 {
+        (self.idle_s / 4).max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_both_families() {
+        for server in ["10.1.2.3:8080", "[2001:db8::7]:443"] {
+            let e = Entry {
+                fingerprint: 0x0123_4567_89ab_cdef,
+                server: server.parse().unwrap(),
+                created: 1_700_000_000,
+                last_use: 1_700_000_100,
+            };
+            let mut buf = Vec::new();
+            e.encode_into(&mut buf);
+            buf.push(0xaa);
+            let (back, rest) = Entry::decode(&buf).unwrap();
+            assert_eq!(back, e);
+            assert_eq!(rest, &[0xaa]);
+        }
+    }
+
+    #[test]
+    fn truncated_or_bad_family_is_rejected() {
+        let e = Entry {
+            fingerprint: 1,
+            server: "1.2.3.4:5".parse().unwrap(),
+            created: 2,
+            last_use: 3,
+        };
+        let mut buf = Vec::new();
+        e.encode_into(&mut buf);
+        assert_eq!(buf.len(), 23);
+        for n in 0..buf.len() {
+            assert!(Entry::decode(&buf[..n]).is_none(), "prefix {n}");
+        }
+        buf[16] = 5;
+        assert!(Entry::decode(&buf).is_none());
+    }
+
+    #[test]
+    fn expiry() {
+        let t = Timeouts::new(
+            std::time::Duration::from_secs(60),
+            Some(std::time::Duration::from_secs(100)),
+        );
+        let e = Entry {
+            fingerprint: 1,
+            server: "1.2.3.4:5".parse().unwrap(),
+            created: 1000,
+            last_use: 1050,
+        };
+        assert!(!e.is_expired(&t, 1099));
+        assert!(e.is_expired(&t, 1100)); // absolute: created + 100
+        let idle_only = Timeouts::new(std::time::Duration::from_secs(60), None);
+        assert!(!e.is_expired(&idle_only, 1109));
+        assert!(e.is_expired(&idle_only, 1110));
+        assert_eq!(idle_only.refresh_after_s(), 15);
+        assert_eq!(
+            Timeouts::new(std::time::Duration::from_millis(1500), None).idle_s,
+            2
+        );
+    }
+}

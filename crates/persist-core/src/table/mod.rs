@@ -1,0 +1,281 @@
+//! The persist table (SPEC 2.2): key → server bindings of the locally stored types, in
+//! proxy-wasm shared data so that every worker of an Envoy sees the same entries.
+//!
+//! # Why slots
+//! Shared data has only get/set with CAS: a key once written can never be deleted (a
+//! "remove" leaves an empty value behind), keys cannot be listed, nothing expires by itself
+//! and nothing bounds its size. One shared-data key per client key would therefore grow
+//! Envoy's memory with every distinct key ever seen. Instead the table is a fixed,
+//! set-associative hash table:
+//!
+//! - `S = ceil(max_entries / WAYS)` slots, shared-data keys `persist.<name>.t<S>.<i>`, each
+//!   holding up to `WAYS` (16) entries; slot capacities add up to exactly `max_entries`.
+//! - A client key is hashed (MD5, 128 bits): 64 bits choose the slot, 64 bits are the
+//!   entry's fingerprint. The key itself is never stored.
+//! - Slot value: a version byte ([`slot::VERSION`]) and the entries ([`entry`]: fingerprint,
+//!   server, created, last use). An IPv4 entry is 23 bytes.
+//!
+//! The number of shared-data keys is bounded by `S` whatever the traffic; a flood of
+//! distinct keys only churns entries inside the slots.
+//!
+//! # Reading and writing
+//! A request reads one slot (one host call, a few hundred bytes). A response writes only
+//! when something changed: a new binding, a rebinding, or a use that finds `last_use` older
+//! than `timeout/4` (so a hot key costs one write per `timeout/4`, not one per request).
+//! Writes are read-modify-write with CAS, retried at most [`MAX_RETRIES`] times; giving up
+//! is counted as `error`, never a failed request.
+//!
+//! # Capacity and expiry
+//! A full slot evicts its entry closest to expiry before inserting (`evicted`). Every write
+//! drops the slot's lapsed entries (`expired`), and [`sweep`] walks all slots in the
+//! background: on its tick a worker claims the next range of slots with a CAS on the
+//! `persist.<name>.t<S>.sweep` cursor (one worker per range, no lease to lose) and rewrites
+//! the slots that hold lapsed entries. A full pass takes `clamp(timeout/4, 1 s, 60 s)`.
+//! The `entries` gauge is kept from the exact +/- of every successful write.
+
+pub mod entry;
+pub mod slot;
+pub mod sweep;
+
+use crate::store::{SharedStore, StoreError, INSERT_ONLY};
+use entry::{Entry, Timeouts};
+use slot::{Effect, Slot};
+use std::net::SocketAddr;
+
+/// Entries per slot at most.
+pub const WAYS: u64 = 16;
+/// CAS attempts per write before giving up (counted as `error`).
+pub const MAX_RETRIES: usize = 8;
+
+/// Where a client key lives in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyHash {
+    pub slot: u32,
+    pub fingerprint: u64,
+}
+
+/// The table's geometry and timeouts, prepared once at configure time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    prefix: String,
+    slots: u32,
+    max_entries: u64,
+    pub timeouts: Timeouts,
+}
+
+impl Table {
+    pub fn new(profile: &str, max_entries: u64, timeouts: Timeouts) -> Table {
+        let max_entries = max_entries.clamp(1, u64::from(u32::MAX));
+        let slots = u32::try_from(max_entries.div_ceil(WAYS)).unwrap_or(u32::MAX);
+        Table {
+            prefix: format!("persist.{profile}.t{slots}."),
+            slots,
+            max_entries,
+            timeouts,
+        }
+    }
+
+    pub fn slots(&self) -> u32 {
+        self.slots
+    }
+
+    /// Slot `i` holds at most this many entries; the capacities add up to `max_entries`.
+    pub fn capacity(&self, slot: u32) -> usize {
+        let s = u64::from(self.slots.max(1));
+        let base = self.max_entries / s;
+        let extra = u64::from(u64::from(slot) < self.max_entries % s);
+        usize::try_from(base + extra).unwrap_or(usize::MAX)
+    }
+
+    pub fn hash(&self, key: &[u8]) -> KeyHash {
+        let d = md5::compute(key).0;
+        let (lo, hi) = d.split_at(8);
+        let fingerprint = u64::from_le_bytes(lo.try_into().unwrap_or_default());
+        let h = u64::from_le_bytes(hi.try_into().unwrap_or_default());
+        KeyHash {
+            slot: u32::try_from(h % u64::from(self.slots.max(1))).unwrap_or(0),
+            fingerprint,
+        }
+    }
+
+    pub fn slot_key(&self, slot: u32) -> String {
+        format!("{}{slot}", self.prefix)
+    }
+
+    pub fn sweep_key(&self) -> String {
+        format!("{}sweep", self.prefix)
+    }
+
+    /// The live entry of `key`, if any. Lapsed entries read as absent.
+    pub fn lookup(
+        &self,
+        store: &dyn SharedStore,
+        key: KeyHash,
+        now_s: u32,
+    ) -> Result<Option<Entry>, StoreError> {
+        let Some((raw, _)) = store.get(&self.slot_key(key.slot))? else {
+            return Ok(None);
+        };
+        Ok(Slot::decode(&raw)
+            .find(key.fingerprint)
+            .filter(|e| !e.is_expired(&self.timeouts, now_s))
+            .copied())
+    }
+
+    /// Binds `key` to `server` (new, rebound, or refreshed when due), under CAS.
+    pub fn bind(
+        &self,
+        store: &dyn SharedStore,
+        key: KeyHash,
+        server: SocketAddr,
+        now_s: u32,
+    ) -> Result<Effect, StoreError> {
+        let slot_key = self.slot_key(key.slot);
+        let capacity = self.capacity(key.slot);
+        for _ in 0..MAX_RETRIES {
+            let (mut slot, cas) = match store.get(&slot_key)? {
+                Some((raw, cas)) => (Slot::decode(&raw), cas),
+                None => (Slot::default(), INSERT_ONLY),
+            };
+            let effect = slot.bind(key.fingerprint, server, now_s, capacity, &self.timeouts);
+            if !effect.changed {
+                return Ok(effect);
+            }
+            match store.set(&slot_key, &slot.encode(), cas) {
+                Ok(()) => return Ok(effect),
+                Err(StoreError::CasMismatch) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::CasMismatch)
+    }
+
+    /// Drops the lapsed entries of one slot; returns how many (0 when another worker
+    /// changed the slot meanwhile: the next pass gets them).
+    pub fn sweep_slot(
+        &self,
+        store: &dyn SharedStore,
+        slot: u32,
+        now_s: u32,
+    ) -> Result<u32, StoreError> {
+        let slot_key = self.slot_key(slot);
+        let Some((raw, cas)) = store.get(&slot_key)? else {
+            return Ok(0);
+        };
+        if raw.is_empty() {
+            return Ok(0);
+        }
+        let mut s = Slot::decode(&raw);
+        let expired = s.drop_expired(&self.timeouts, now_s);
+        if expired == 0 {
+            return Ok(0);
+        }
+        match store.set(&slot_key, &s.encode(), cas) {
+            Ok(()) => Ok(expired),
+            Err(StoreError::CasMismatch) => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    fn table(max: u64) -> Table {
+        Table::new("t", max, Timeouts::new(Duration::from_secs(60), None))
+    }
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn capacities_add_up_to_max_entries() {
+        for max in [1, 15, 16, 17, 50, 100, 1000, 100_000, 1_000_003] {
+            let t = table(max);
+            let total: u64 = (0..t.slots()).map(|i| t.capacity(i) as u64).sum();
+            assert_eq!(total, max, "max {max}");
+            assert!((0..t.slots()).all(|i| t.capacity(i) <= WAYS as usize));
+        }
+    }
+
+    #[test]
+    fn bind_then_lookup_shared_by_workers() {
+        let store = MemoryStore::default();
+        let t = table(100);
+        let k = t.hash(b"JSESSIONID-1");
+        assert_eq!(t.lookup(&store, k, 1000).unwrap(), None);
+        let e = t.bind(&store, k, a("10.0.0.1:80"), 1000).unwrap();
+        assert!(e.new);
+        // Another worker: same store, its own Table value.
+        let other = table(100);
+        let found = other
+            .lookup(&store, other.hash(b"JSESSIONID-1"), 1001)
+            .unwrap();
+        assert_eq!(found.unwrap().server, a("10.0.0.1:80"));
+        assert_eq!(t.lookup(&store, k, 1060).unwrap(), None, "lapsed");
+    }
+
+    #[test]
+    fn never_more_than_max_entries() {
+        let store = MemoryStore::default();
+        let t = table(50);
+        let mut live: i64 = 0;
+        let mut evicted = 0;
+        for i in 0..300u32 {
+            let e = t
+                .bind(
+                    &store,
+                    t.hash(format!("k{i}").as_bytes()),
+                    a("1.1.1.1:1"),
+                    1000,
+                )
+                .unwrap();
+            live += e.entries_delta();
+            evicted += e.evicted;
+        }
+        let mut counted = 0;
+        for s in 0..t.slots() {
+            if let Some((raw, _)) = store.get(&t.slot_key(s)).unwrap() {
+                counted += Slot::decode(&raw).entries.len();
+            }
+        }
+        assert_eq!(counted as i64, live);
+        assert_eq!(counted, 50);
+        assert_eq!(evicted, 250);
+    }
+
+    #[test]
+    fn sweep_drops_lapsed_entries() {
+        let store = MemoryStore::default();
+        let t = table(100);
+        for i in 0..40u32 {
+            t.bind(&store, t.hash(&i.to_le_bytes()), a("1.1.1.1:1"), 1000 + i)
+                .unwrap();
+        }
+        let swept: u32 = (0..t.slots())
+            .map(|s| t.sweep_slot(&store, s, 1070).unwrap())
+            .sum();
+        assert_eq!(swept, 11, "entries last used at 1000..=1010 lapse at 1070");
+        let again: u32 = (0..t.slots())
+            .map(|s| t.sweep_slot(&store, s, 1070).unwrap())
+            .sum();
+        assert_eq!(again, 0);
+    }
+
+    #[test]
+    fn keys_spread_over_slots() {
+        let t = table(100_000);
+        let used: HashSet<u32> = (0..10_000u32)
+            .map(|i| {
+                t.hash(format!("10.0.{}.{}", i / 256, i % 256).as_bytes())
+                    .slot
+            })
+            .collect();
+        assert!(used.len() > 4_000, "{} slots of {}", used.len(), t.slots());
+    }
+}
