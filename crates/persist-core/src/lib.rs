@@ -4,6 +4,8 @@
 //! - [`cookie`]: `Cookie` header reading and `Set-Cookie` rendering.
 //! - [`codec`]: the four cookie encodings (SPEC 2.1); [`codec::sealed`] is where cookies are sealed.
 //! - [`persistence`]: what to name on a request, what to send on a response.
+//! - [`keys`]: key extraction for the locally stored types and `consistent_hash`.
+//! - [`table`]: the persist table in shared data (where entries expire and are evicted).
 //! - [`suspect`]: servers that failed to answer, shared by all workers.
 //! - [`store`]: the shared-data seam ([`store::SharedStore`]) and its host semantics.
 //! - [`stats`]: counter names and local accumulation.
@@ -13,7 +15,10 @@ pub mod addr;
 pub mod codec;
 pub mod config;
 pub mod cookie;
+pub mod header_pairs;
+pub mod keys;
 pub mod persistence;
 pub mod stats;
 pub mod store;
 pub mod suspect;
+pub mod table;

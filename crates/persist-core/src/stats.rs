@@ -48,14 +48,33 @@ pub fn metric_name(profile: &str, counter: Counter) -> String {
     format!("persist.{profile}.{}", counter.name())
 }
 
+/// The gauge of live table entries (locally stored types), named like the counters.
+pub const ENTRIES: &str = "entries";
+
+/// The metric name of the `entries` gauge in profile `profile`.
+pub fn gauge_name(profile: &str) -> String {
+    format!("persist.{profile}.{ENTRIES}")
+}
+
 /// Counts not yet handed to the host.
 #[derive(Debug, Default, Clone)]
-pub struct Pending([u64; Counter::ALL.len()]);
+pub struct Pending {
+    counts: [u64; Counter::ALL.len()],
+    /// Net change of the `entries` gauge.
+    pub entries: i64,
+}
 
 impl Pending {
     pub fn add(&mut self, c: Counter) {
-        if let Some(v) = self.0.get_mut(c.index()) {
-            *v = v.saturating_add(1);
+        self.add_n(c, 1);
+    }
+
+    pub fn add_n(&mut self, c: Counter, n: u64) {
+        if n == 0 {
+            return;
+        }
+        if let Some(v) = self.counts.get_mut(c.index()) {
+            *v = v.saturating_add(n);
         }
     }
 
@@ -63,7 +82,7 @@ impl Pending {
     pub fn drain(&mut self) -> impl Iterator<Item = (Counter, u64)> + '_ {
         Counter::ALL
             .into_iter()
-            .zip(self.0.iter_mut())
+            .zip(self.counts.iter_mut())
             .filter_map(|(c, v)| {
                 let n = std::mem::take(v);
                 (n > 0).then_some((c, n))
