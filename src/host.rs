@@ -35,8 +35,51 @@ pub fn add_response_header(name: &str, value: &str) -> Result<(), Status> {
     hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value)
 }
 
+/// Replaces (or, with `None`, removes) a request header, with a value of raw bytes.
+pub fn set_request_header_bytes(name: &str, value: Option<&[u8]>) -> Result<(), Status> {
+    match value {
+        Some(v) => hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(v)),
+        None => hostcalls::remove_map_value(MapType::HttpRequestHeaders, name),
+    }
+}
+
 pub fn property(path: &[&str]) -> Option<Vec<u8>> {
     hostcalls::get_property(path.to_vec()).ok().flatten()
+}
+
+mod abi {
+    extern "C" {
+        pub fn proxy_get_header_map_pairs(
+            map_type: u32,
+            return_map_data: *mut *mut u8,
+            return_map_size: *mut usize,
+        ) -> u32;
+    }
+}
+
+/// Every value of response header `name` (lower-case). The SDK's map getter unwraps UTF-8
+/// on header names; this reads the host's serialization and parses it defensively.
+pub fn response_header_values(name: &str) -> Vec<Vec<u8>> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a pointer it allocated through the SDK's exported
+    // `proxy_on_memory_allocate` (a boxed slice of exactly `size` bytes) and its size; we
+    // take ownership of that allocation once, as the SDK itself does.
+    let bytes = unsafe {
+        let status = abi::proxy_get_header_map_pairs(
+            MapType::HttpResponseHeaders as u32,
+            &mut data,
+            &mut size,
+        );
+        if status != Status::Ok as u32 || data.is_null() {
+            return Vec::new();
+        }
+        Vec::from_raw_parts(data, size, size)
+    };
+    persist_core::header_pairs::values(&bytes, name.as_bytes())
+        .into_iter()
+        .map(<[u8]>::to_vec)
+        .collect()
 }
 
 /// Wall-clock time in milliseconds since the epoch.
@@ -54,6 +97,15 @@ pub fn plugin_configuration(size: usize) -> Option<Vec<u8>> {
 
 pub fn define_counter(name: &str) -> Result<u32, Status> {
     hostcalls::define_metric(MetricType::Counter, name)
+}
+
+pub fn define_gauge(name: &str) -> Result<u32, Status> {
+    hostcalls::define_metric(MetricType::Gauge, name)
+}
+
+/// Adds `delta` (possibly negative) to a gauge shared by all workers.
+pub fn add_to_gauge(metric: u32, delta: i64) -> Result<(), Status> {
+    hostcalls::increment_metric(metric, delta)
 }
 
 pub fn increment(metric: u32, by: u64) -> Result<(), Status> {

@@ -1,6 +1,7 @@
 //! The root context: one per VM (Envoy runs one VM per worker thread, plus one on the main
 //! thread). It validates the configuration before touching anything, prepares the profile
-//! once, and on its tick flushes the worker's counters and re-reads the suspect list.
+//! once, and on its tick flushes the worker's counters and gauge delta, re-reads the
+//! suspect list and takes its turn sweeping lapsed table entries.
 
 use crate::host::{self, HostStore};
 use crate::http::{PassThrough, PersistHttp};
@@ -11,6 +12,8 @@ use persist_core::persistence::learned_hashes::LearnedHashes;
 use persist_core::stats::{self, Counter, Pending};
 use persist_core::store;
 use persist_core::suspect::SuspectList;
+use persist_core::table::entry::Timeouts;
+use persist_core::table::Table;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 use std::cell::RefCell;
@@ -22,9 +25,14 @@ pub const TICK: Duration = Duration::from_secs(1);
 /// Everything prepared from a valid configuration; immutable afterwards.
 pub struct Profile {
     pub config: Config,
-    pub cookie: CookiePersistence,
+    /// `http_cookie` only.
+    pub cookie: Option<CookiePersistence>,
+    /// Locally stored types only.
+    pub table: Option<Table>,
     pub suspect_key: String,
     metrics: Vec<(Counter, u32)>,
+    /// The `entries` gauge (locally stored types).
+    entries_gauge: Option<u32>,
 }
 
 /// Mutable per-worker state shared by the root and the HTTP contexts of one VM.
@@ -68,7 +76,9 @@ fn fail(message: impl std::fmt::Display) -> bool {
 /// Sealing keys in effect: the configured ones, or one generated per Envoy process and
 /// shared by all its workers through shared data.
 fn sealing_keys(config: &Config) -> Result<Vec<[u8; 32]>, String> {
-    let Kind::HttpCookie(cookie) = &config.kind;
+    let Kind::HttpCookie(cookie) = &config.kind else {
+        return Ok(Vec::new());
+    };
     if cookie.format != CookieFormat::Sealed || !cookie.keys.is_empty() {
         return Ok(cookie.keys.clone());
     }
@@ -91,10 +101,23 @@ fn sealing_keys(config: &Config) -> Result<Vec<[u8; 32]>, String> {
 fn prepare(json: &[u8]) -> Result<(Profile, Worker), String> {
     // Validation first: nothing is written anywhere unless the configuration is valid.
     let config = Config::parse(json).map_err(|e| e.to_string())?;
-    let keys = sealing_keys(&config)?;
-    let Kind::HttpCookie(cookie_cfg) = &config.kind;
-    let cookie = CookiePersistence::new(cookie_cfg, &keys, config.timeout, config.absolute_timeout)
-        .ok_or_else(|| "cookie.keys: the sealed format needs a key".to_string())?;
+    let cookie = match &config.kind {
+        Kind::HttpCookie(cookie_cfg) => {
+            let keys = sealing_keys(&config)?;
+            Some(
+                CookiePersistence::new(cookie_cfg, &keys, config.timeout, config.absolute_timeout)
+                    .ok_or_else(|| "cookie.keys: the sealed format needs a key".to_string())?,
+            )
+        }
+        _ => None,
+    };
+    let table = config.kind.uses_table().then(|| {
+        Table::new(
+            &config.name,
+            config.max_entries,
+            Timeouts::new(config.timeout, config.absolute_timeout),
+        )
+    });
     let mut metrics = Vec::new();
     for c in Counter::ALL {
         let name = stats::metric_name(&config.name, c);
@@ -102,6 +125,16 @@ fn prepare(json: &[u8]) -> Result<(Profile, Worker), String> {
             .map_err(|s| format!("name: cannot define stat {name}: {s:?}"))?;
         metrics.push((c, id));
     }
+    let entries_gauge = match table {
+        Some(_) => {
+            let name = stats::gauge_name(&config.name);
+            Some(
+                host::define_gauge(&name)
+                    .map_err(|s| format!("name: cannot define stat {name}: {s:?}"))?,
+            )
+        }
+        None => None,
+    };
     let prefix = random_prefix().ok_or("no randomness for cookie nonces")?;
     let worker = Worker {
         pending: Pending::default(),
@@ -113,7 +146,9 @@ fn prepare(json: &[u8]) -> Result<(Profile, Worker), String> {
         suspect_key: format!("persist.{}.suspect", config.name),
         config,
         cookie,
+        table,
         metrics,
+        entries_gauge,
     };
     Ok((profile, worker))
 }
@@ -126,6 +161,22 @@ impl PersistRoot {
         let Ok(mut w) = worker.try_borrow_mut() else {
             return;
         };
+        let now = host::now_ms();
+        if let (Some(table), Some(now)) = (&profile.table, now) {
+            match table.sweep(&HostStore, now) {
+                Ok(n) => {
+                    w.pending.add_n(Counter::Expired, u64::from(n));
+                    w.pending.entries = w.pending.entries.saturating_sub(i64::from(n));
+                }
+                Err(_) => w.count(Counter::Error),
+            }
+        }
+        if let Some(gauge) = profile.entries_gauge {
+            let delta = std::mem::take(&mut w.pending.entries);
+            if delta != 0 && host::add_to_gauge(gauge, delta).is_err() {
+                w.count(Counter::Error);
+            }
+        }
         for (counter, n) in w.pending.drain() {
             if let Some((_, id)) = profile.metrics.iter().find(|(c, _)| *c == counter) {
                 // A failed increment loses counts, nothing else.
@@ -133,7 +184,7 @@ impl PersistRoot {
             }
         }
         if !profile.config.suspect_for.is_zero() {
-            if let Some(now) = host::now_ms() {
+            if let Some(now) = now {
                 if w.suspects
                     .refresh(&HostStore, &profile.suspect_key, now)
                     .is_err()
