@@ -530,6 +530,73 @@ mod tests {
     }
 
     #[test]
+    fn locally_stored_types() {
+        let c = Config::parse(br#"{"type":"app_cookie"}"#).unwrap();
+        assert!(c.kind.uses_table());
+        assert_eq!(
+            c.kind,
+            Kind::AppCookie(AppCookieConfig {
+                name: "JSESSIONID".into(),
+                query_parameter: None,
+                learn_from_request: false
+            })
+        );
+        let c = Config::parse(
+            br#"{"type":"http_header","header":{"name":"X-User","servers":{"alice":"10.0.0.1:80"}}}"#,
+        )
+        .unwrap();
+        let Kind::HttpHeader(h) = c.kind else {
+            panic!()
+        };
+        assert_eq!(h.name, "x-user");
+        assert_eq!(
+            h.servers.get(&b"alice"[..]),
+            Some(&"10.0.0.1:80".parse().unwrap())
+        );
+        let c = Config::parse(br#"{"type":"client_ip"}"#).unwrap();
+        assert_eq!(
+            c.kind,
+            Kind::ClientIp(ClientIpConfig {
+                ipv4_prefix: 32,
+                ipv6_prefix: 128
+            })
+        );
+        let c = Config::parse(br#"{"type":"tls"}"#).unwrap();
+        assert_eq!(
+            c.kind,
+            Kind::Tls(TlsKey::SessionId {
+                header: "x-tls-session-id".into()
+            })
+        );
+        let c = Config::parse(
+            br#"{"type":"custom","custom":{"source":{"property":["metadata","filter_metadata","envoy.filters.http.lua","k"]}}}"#,
+        )
+        .unwrap();
+        assert!(matches!(c.kind, Kind::Custom(Source::Property(ref p)) if p.len() == 4));
+        let c =
+            Config::parse(br#"{"type":"consistent_hash","hash":{"source":"client_ip"}}"#).unwrap();
+        assert!(!c.kind.uses_table());
+        assert_eq!(
+            c.kind,
+            Kind::ConsistentHash(HashConfig {
+                source: Source::ClientIp,
+                header: "x-persist-hash".into()
+            })
+        );
+        let c = Config::parse(
+            br#"{"type":"consistent_hash","hash":{"source":{"cookie":"uid"},"header":"X-H"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.kind,
+            Kind::ConsistentHash(HashConfig {
+                source: Source::Cookie("uid".into()),
+                header: "x-h".into()
+            })
+        );
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let cases: &[(&str, &str)] = &[
             (r#"{"type":"http_cookie","bogus":1}"#, "bogus"),
@@ -617,6 +684,53 @@ mod tests {
                 "cookie.max_age",
             ),
             (r#"{"type":"http_cookie"} trailing"#, "(root)"),
+            (r#"{"type":"client_ip","cookie":{}}"#, "cookie"),
+            (r#"{"type":"http_cookie","client_ip":{}}"#, "client_ip"),
+            (r#"{"type":"http_header"}"#, "header.name"),
+            (r#"{"type":"http_header","header":{}}"#, "header.name"),
+            (
+                r#"{"type":"http_header","header":{"name":"x-u","servers":{"a":"nope"}}}"#,
+                "header.servers.a",
+            ),
+            (
+                r#"{"type":"client_ip","client_ip":{"ipv4_prefix":33}}"#,
+                "client_ip.ipv4_prefix",
+            ),
+            (
+                r#"{"type":"client_ip","client_ip":{"ipv6_prefix":0}}"#,
+                "client_ip.ipv6_prefix",
+            ),
+            (r#"{"type":"tls","tls":{"key":"ticket"}}"#, "tls.key"),
+            (
+                r#"{"type":"tls","tls":{"key":"peer_certificate","session_header":"x"}}"#,
+                "tls.session_header",
+            ),
+            (r#"{"type":"custom"}"#, "custom.source"),
+            (
+                r#"{"type":"custom","custom":{"source":{"header":"a","cookie":"b"}}}"#,
+                "custom.source",
+            ),
+            (
+                r#"{"type":"custom","custom":{"source":{"property":[]}}}"#,
+                "custom.source.property",
+            ),
+            (
+                r#"{"type":"custom","custom":{"source":{"header":"a b"}}}"#,
+                "custom.source.header",
+            ),
+            (
+                r#"{"type":"app_cookie","app_cookie":{"name":"a;b"}}"#,
+                "app_cookie.name",
+            ),
+            (r#"{"type":"consistent_hash"}"#, "hash.source"),
+            (
+                r#"{"type":"consistent_hash","hash":{"source":"cookie"}}"#,
+                "hash.source",
+            ),
+            (
+                r#"{"type":"consistent_hash","hash":{"source":"path","header":"x-persist-upstream"}}"#,
+                "hash.header",
+            ),
         ];
         let wrong: Vec<String> = cases
             .iter()
