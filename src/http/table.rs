@@ -8,7 +8,7 @@ use crate::keys;
 use persist_core::config::Kind;
 use persist_core::keys::set_cookie;
 use persist_core::stats::Counter;
-use persist_core::table::slot::Effect;
+use persist_core::table::slot::{Effect, Expect};
 use persist_core::table::KeyHash;
 use std::net::SocketAddr;
 
@@ -42,14 +42,15 @@ impl PersistHttp {
         }
     }
 
-    /// Binds `key` to `server` and accounts for what the write did.
-    fn bind(&mut self, key: KeyHash, server: SocketAddr) {
+    /// Binds `key` to `server` (unless a racing worker got there first, see [`Expect`]) and
+    /// accounts for what the write did.
+    fn bind(&mut self, key: KeyHash, server: SocketAddr, expect: Expect) {
         let profile = self.profile.clone();
         let Some(table) = &profile.table else {
             return;
         };
         let now_s = self.now_s();
-        let result = table.bind(&HostStore, key, server, now_s);
+        let result = table.bind(&HostStore, key, server, now_s, expect);
         let Ok(mut w) = self.worker.try_borrow_mut() else {
             return;
         };
@@ -72,7 +73,7 @@ impl PersistHttp {
                     if let Some(value) = set_cookie::value(&header, &app.name) {
                         let k = table.hash(value);
                         learned_request_key |= Some(k) == self.key;
-                        self.bind(k, answered);
+                        self.bind(k, answered, Expect::Any);
                     }
                 }
             }
@@ -100,7 +101,11 @@ impl PersistHttp {
             }
         };
         if due {
-            self.bind(key, answered);
+            let expect = match self.entry {
+                None => Expect::Absent,
+                Some(e) => Expect::Server(e.server),
+            };
+            self.bind(key, answered, expect);
         }
     }
 }

@@ -23,7 +23,9 @@
 //! when something changed: a new binding, a rebinding, or a use that finds `last_use` older
 //! than `timeout/4` (so a hot key costs one write per `timeout/4`, not one per request).
 //! Writes are read-modify-write with CAS, retried at most [`MAX_RETRIES`] times; giving up
-//! is counted as `error`, never a failed request.
+//! is counted as `error`, never a failed request. Racing workers do not undo each other
+//! ([`slot::Expect`]): the first binding of a key wins, and a rebinding only moves a key
+//! away from the server the request saw.
 //!
 //! # Capacity and expiry
 //! A full slot evicts its entry closest to expiry before inserting (`evicted`). Every write
@@ -39,7 +41,7 @@ pub mod sweep;
 
 use crate::store::{SharedStore, StoreError, INSERT_ONLY};
 use entry::{Entry, Timeouts};
-use slot::{Effect, Slot};
+use slot::{Effect, Expect, Slot};
 use std::net::SocketAddr;
 
 /// Entries per slot at most.
@@ -129,6 +131,7 @@ impl Table {
         key: KeyHash,
         server: SocketAddr,
         now_s: u32,
+        expect: Expect,
     ) -> Result<Effect, StoreError> {
         let slot_key = self.slot_key(key.slot);
         let capacity = self.capacity(key.slot);
@@ -137,7 +140,14 @@ impl Table {
                 Some((raw, cas)) => (Slot::decode(&raw), cas),
                 None => (Slot::default(), INSERT_ONLY),
             };
-            let effect = slot.bind(key.fingerprint, server, now_s, capacity, &self.timeouts);
+            let effect = slot.bind(
+                key.fingerprint,
+                server,
+                now_s,
+                capacity,
+                &self.timeouts,
+                expect,
+            );
             if !effect.changed {
                 return Ok(effect);
             }
@@ -184,6 +194,8 @@ mod tests {
     use crate::store::MemoryStore;
     use std::collections::HashSet;
     use std::time::Duration;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn table(max: u64) -> Table {
         Table::new("t", max, Timeouts::new(Duration::from_secs(60), None))
@@ -209,7 +221,9 @@ mod tests {
         let t = table(100);
         let k = t.hash(b"JSESSIONID-1");
         assert_eq!(t.lookup(&store, k, 1000).unwrap(), None);
-        let e = t.bind(&store, k, a("10.0.0.1:80"), 1000).unwrap();
+        let e = t
+            .bind(&store, k, a("10.0.0.1:80"), 1000, Expect::Any)
+            .unwrap();
         assert!(e.new);
         // Another worker: same store, its own Table value.
         let other = table(100);
@@ -233,6 +247,7 @@ mod tests {
                     t.hash(format!("k{i}").as_bytes()),
                     a("1.1.1.1:1"),
                     1000,
+                    Expect::Absent,
                 )
                 .unwrap();
             live += e.entries_delta();
@@ -254,8 +269,14 @@ mod tests {
         let store = MemoryStore::default();
         let t = table(100);
         for i in 0..40u32 {
-            t.bind(&store, t.hash(&i.to_le_bytes()), a("1.1.1.1:1"), 1000 + i)
-                .unwrap();
+            t.bind(
+                &store,
+                t.hash(&i.to_le_bytes()),
+                a("1.1.1.1:1"),
+                1000 + i,
+                Expect::Absent,
+            )
+            .unwrap();
         }
         let swept: u32 = (0..t.slots())
             .map(|s| t.sweep_slot(&store, s, 1070).unwrap())

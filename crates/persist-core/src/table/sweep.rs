@@ -69,9 +69,12 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::super::entry::Timeouts;
+    use super::super::slot::Expect;
     use super::*;
     use crate::store::MemoryStore;
     use std::time::Duration;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn one_claim_per_second_and_the_cursor_wraps() {
@@ -91,8 +94,8 @@ mod tests {
         let t = Table::new("w", 100, Timeouts::new(Duration::from_secs(4), None));
         for i in 0..30u32 {
             let k = t.hash(&i.to_le_bytes());
-            t.bind(&store, k, "1.2.3.4:80".parse().unwrap(), 100)
-                .unwrap();
+            let server = "1.2.3.4:80".parse().unwrap();
+            t.bind(&store, k, server, 100, Expect::Any).unwrap();
         }
         // 7 slots, a pass per second: the first claim covers all of them.
         assert_eq!(t.sweep(&store, 103_000).unwrap(), 0);
