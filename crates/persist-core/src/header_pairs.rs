@@ -52,6 +52,8 @@ pub fn values<'a>(bytes: &'a [u8], name: &[u8]) -> Vec<&'a [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn serialize(pairs: &[(&str, &str)]) -> Vec<u8> {
         let mut out = (pairs.len() as u32).to_le_bytes().to_vec();

@@ -117,6 +117,8 @@ fn upsert(entries: &mut Vec<(SocketAddr, u64)>, addr: SocketAddr, until_ms: u64,
 mod tests {
     use super::*;
     use crate::store::MemoryStore;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn a(s: &str) -> SocketAddr {
         s.parse().unwrap()

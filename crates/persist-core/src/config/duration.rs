@@ -88,6 +88,8 @@ impl<'de> serde::Deserialize<'de> for ConfigDuration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn units() {

@@ -475,6 +475,8 @@ fn validate_cookie(raw: RawCookie) -> Result<CookieConfig, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn err(json: &str) -> ConfigError {
         Config::parse(json.as_bytes()).unwrap_err()

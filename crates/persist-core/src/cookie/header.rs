@@ -37,6 +37,8 @@ fn unquote(v: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn all<'a>(h: &'a [u8], n: &'a [u8]) -> Vec<&'a [u8]> {
         values(h, n).collect()

@@ -59,6 +59,8 @@ impl SetCookieTemplate {
 mod tests {
     use super::*;
     use crate::config::{Config, Kind};
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn cookie_cfg(json: &str) -> CookieConfig {
         let Kind::HttpCookie(c) = Config::parse(json.as_bytes()).unwrap().kind else {

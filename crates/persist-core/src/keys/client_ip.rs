@@ -44,6 +44,8 @@ pub fn key(ip: IpAddr, cfg: &ClientIpConfig) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn cfg(v4: u8, v6: u8) -> ClientIpConfig {
         ClientIpConfig {

@@ -23,6 +23,8 @@ pub fn header_safe(key: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::header_safe;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn printable_keys_pass_others_are_hashed() {

@@ -246,6 +246,8 @@ pub use codec::Times as CookieTimes;
 mod tests {
     use super::*;
     use crate::config::{Config, Kind};
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     const NOW: u64 = 1_800_000_000;
 

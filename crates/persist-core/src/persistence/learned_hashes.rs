@@ -86,6 +86,8 @@ impl LearnedHashes {
 mod tests {
     use super::*;
     use crate::store::MemoryStore;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn learned_by_one_worker_resolved_by_another() {
