@@ -136,7 +136,16 @@ impl PersistHttp {
     }
 
     /// The named server did not answer: no worker names it again for `suspect_for`.
+    ///
+    /// Only under `override_host`, whose LB policy ignores health, so that naming a dead
+    /// server costs each request a failed attempt and a retry. Under `stateful_session`
+    /// Envoy skips a host its health checking took out at no cost, and a mismatch can be
+    /// transient (right after Envoy starts, a worker may not have the first health check
+    /// results yet): marking the server suspect there would only move more sessions.
     fn mark_suspect_unless(&mut self, answered: SocketAddr) {
+        if self.profile.config.handoff != Handoff::OverrideHost {
+            return;
+        }
         let Some(named) = self.named.filter(|n| *n != answered) else {
             return;
         };
