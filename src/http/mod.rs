@@ -92,8 +92,12 @@ impl PersistHttp {
                 &config.upstream_header,
                 Some(&addr::handoff_value(config.handoff, a)),
             ),
-            // Always drop a client copy: no client chooses a server.
-            None => host::set_request_header(&config.upstream_header, None),
+            // Always drop a client copy: no client chooses a server. Removing makes Envoy
+            // recompute the route, so look first (an absent header costs no copy).
+            None if host::request_header(&config.upstream_header).is_some() => {
+                host::set_request_header(&config.upstream_header, None)
+            }
+            None => Ok(()),
         };
         if result.is_err() {
             self.count(Counter::Error);
