@@ -8,11 +8,16 @@ Every path answers 200 with a JSON body
 and an `x-backend: NAME` header. `/healthz` answers 200 "ok" (Envoy's active health check).
 A query parameter `set_cookie=NAME=VALUE` (repeatable, URL-encoded) adds that `Set-Cookie`
 header verbatim, so tests can check that the backend's own cookies reach the client.
+`/login` is an application issuing its own session cookie: it adds
+    Set-Cookie: JSESSIONID=<NAME>.<16 random hex>; Path=/; HttpOnly
+(cookie name from the query parameter `cookie`, default JSESSIONID), the session value
+also in the body as "session" (app_cookie persistence learns it from the response).
 Repeated request headers are joined with ", " except `cookie`, joined with "; ".
 """
 
 import argparse
 import json
+import secrets
 import signal
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,18 +52,21 @@ class Handler(BaseHTTPRequestHandler):
             ctype = "text/plain"
             cookies = []
         else:
-            body = json.dumps(
-                {
-                    "server": name,
-                    "port": self.server.server_address[1],
-                    "method": self.command,
-                    "path": self.path,
-                    "headers": self._headers_dict(),
-                },
-                sort_keys=True,
-            ).encode() + b"\n"
+            query = parse_qs(url.query, keep_blank_values=True)
+            cookies = query.get("set_cookie", [])
+            doc = {
+                "server": name,
+                "port": self.server.server_address[1],
+                "method": self.command,
+                "path": self.path,
+                "headers": self._headers_dict(),
+            }
+            if url.path == "/login":
+                doc["session"] = f"{name}.{secrets.token_hex(8)}"
+                cookie_name = query.get("cookie", ["JSESSIONID"])[0]
+                cookies = cookies + [f"{cookie_name}={doc['session']}; Path=/; HttpOnly"]
+            body = json.dumps(doc, sort_keys=True).encode() + b"\n"
             ctype = "application/json"
-            cookies = parse_qs(url.query, keep_blank_values=True).get("set_cookie", [])
         self.send_response(200)
         self.send_header("content-type", ctype)
         self.send_header("content-length", str(len(body)))

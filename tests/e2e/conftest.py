@@ -32,9 +32,11 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "envoy"
 BACKEND_PY = ROOT / "tests" / "backend.py"
 DEFAULT_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "envoy_persist.wasm"
-COUNTERS = ("hit", "miss", "new", "rebind", "invalid", "error")
+COUNTERS = ("hit", "miss", "new", "rebind", "invalid", "expired", "evicted", "error")
 HANDOFF_HEADER = "x-persist-upstream"
 LOCAL = "127.0.0.1"
+# Envoy's default common_lb_config.update_merge_window (1s), plus a margin: see wait_health.
+UPDATE_MERGE_WINDOW = 1.25
 
 # A fixed test key (and a second one for rotation tests): base64 of 32 bytes.
 KEY1 = bytes.fromhex("8f" * 8 + "11" * 8 + "c3" * 8 + "5a" * 8)
@@ -333,21 +335,41 @@ class Envoy:
 
     # configuration --------------------------------------------------------------------------
     def _patch(self, plugin_text):
+        """Ports, module path, plugin JSON and backend addresses. Generic over the examples:
+        the first listener gets `self.port`, any further listener a free port of its own
+        (`self.listener_ports[name]`); every wasm filter loads PERSIST_WASM; the plugin JSON
+        (`plugin_text`) replaces the configuration of the one wasm filter; the three endpoints
+        of the `backends` cluster become the test backends, and when the example's own plugin
+        JSON is kept, the example's endpoint addresses in it (e.g. http_header `servers`)
+        become the matching backend's address too."""
         cfg = self.cfg
         cfg["admin"]["address"]["socket_address"] = {"address": LOCAL, "port_value": self.admin_port}
         listeners = cfg["static_resources"]["listeners"]
-        assert len(listeners) == 1, "the examples have one listener"
-        listeners[0]["address"]["socket_address"] = {"address": LOCAL, "port_value": self.port}
+        assert len(listeners) >= 1, "the examples have a listener"
+        self.listener_ports = {}
+        for i, listener in enumerate(listeners):
+            port = self.port if i == 0 else free_port()
+            self.listener_ports[listener.get("name", str(i))] = port
+            listener["address"]["socket_address"] = {"address": LOCAL, "port_value": port}
         wasm = list(_wasm_filters(cfg))
         assert len(wasm) == 1, "the examples have one wasm filter"
         conf = wasm[0]["typed_config"]["config"]
         conf["vm_config"]["code"]["local"]["filename"] = str(wasm_path())
-        if plugin_text is not None:
-            conf["configuration"]["value"] = plugin_text
         eps = _cluster(cfg)["load_assignment"]["endpoints"][0]["lb_endpoints"]
         assert len(eps) == len(self.backends) == 3
+        renames = {}
         for ep, b in zip(eps, self.backends):
+            sa = ep["endpoint"]["address"]["socket_address"]
+            renames[f"{sa['address']}:{sa['port_value']}"] = b.addr
             ep["endpoint"]["address"]["socket_address"] = {"address": LOCAL, "port_value": b.port}
+        if plugin_text is not None:
+            conf["configuration"]["value"] = plugin_text
+        else:
+            text = conf["configuration"]["value"]
+            for old, new in renames.items():
+                text = re.sub(rf'"{re.escape(old)}"', f'"{new}"', text)
+            conf["configuration"]["value"] = text
+            self.plugin = json.loads(text)
 
     @property
     def profile(self):
@@ -402,7 +424,9 @@ class Envoy:
                     break
             except OSError:
                 pass
-        self.wait_health({b.addr: True for b in self.backends}, timeout=15.0)
+        # At start the cluster is initialized (first health checks done) before the listener
+        # takes traffic: no merge window to wait out.
+        self.wait_health({b.addr: True for b in self.backends}, timeout=15.0, workers=False)
         return self
 
     def run_to_exit(self, timeout=30.0):
@@ -497,6 +521,28 @@ class Envoy:
             last = again
         return last
 
+    def wait_counter_at_least(self, name, n, timeout=4.0):
+        """Polls until counter `name` is at least `n` (workers flush once a second)."""
+        got = None
+        for _ in deadline_loop(timeout, 0.2):
+            got = self.counters().get(name, 0)
+            if got >= n:
+                return got
+        raise AssertionError(f"counter {name}: expected at least {n}, got {got} ({self.counters()})")
+
+    def entries(self):
+        """The table gauge wasmcustom.persist.<name>.entries (None before a worker flushed it)."""
+        return self.counters().get("entries")
+
+    def wait_entries(self, want, timeout=4.0):
+        """Polls the `entries` gauge (flushed once a second) until it is `want`."""
+        got = None
+        for _ in deadline_loop(timeout, 0.2):
+            got = self.entries()
+            if got == want:
+                return got
+        raise AssertionError(f"entries gauge: expected {want}, got {got}")
+
     def worker_connections(self):
         """Per-worker accepted downstream connections of the listener."""
         s = self.stats(r"^listener\..*worker_\d+\.downstream_cx_total$")
@@ -511,13 +557,21 @@ class Envoy:
                 out[parts[1]] = parts[3]
         return out
 
-    def wait_health(self, want, timeout=15.0):
-        """want: addr -> True (healthy) / False (failed active health check)."""
+    def wait_health(self, want, timeout=15.0, workers=True):
+        """want: addr -> True (healthy) / False (failed active health check).
+
+        /clusters is the main thread's view. Envoy hands a health-only change to the workers
+        up to common_lb_config.update_merge_window (default 1s) later when the cluster
+        changed within that window; meanwhile the workers' load balancer still picks a dead
+        host (503 UF) or avoids a revived one. With `workers` (the default), this also waits
+        out that window, so that the workers route by the health asked for."""
         flags = None
         for _ in deadline_loop(timeout, 0.1):
             flags = self.clusters()
             ok = all((flags.get(a) == "healthy") == healthy for a, healthy in want.items())
             if ok and all(a in flags for a in want):
+                if workers:
+                    time.sleep(UPDATE_MERGE_WINDOW)
                 return flags
         raise AssertionError(f"health not reached within {timeout}s: want {want}, have {flags}")
 
@@ -607,3 +661,52 @@ def first_cookie(envoy, path="/", **kw):
 
 def handoff_value(envoy, backend):
     return backend.b64 if envoy.handoff == "stateful_session" else backend.addr
+
+
+# --- locally stored types (app_cookie, http_header, client_ip, tls, custom) -------------------
+
+def assert_sticks(envoy, send, server, n=20, every_worker=True):
+    """`n` requests, each on a fresh connection, made by `send(i)`: all answered 200 by the
+    backend named `server`; with `every_worker`, the connections reached every worker (the
+    table is shared by the workers)."""
+    before = envoy.worker_connections()
+    for i in range(n):
+        r = send(i)
+        assert r.status == 200 and r.server == server, f"request {i}: {r}, expected backend {server}"
+    if every_worker:
+        after = envoy.worker_connections()
+        assert len(after) == envoy.concurrency and all(after[w] > before.get(w, 0) for w in after), \
+            f"the {n} connections did not reach every worker: {before} -> {after}"
+
+
+def spread(envoy, send_key, keys):
+    """The first request of each key (load balanced, then learned): {key: backend name}.
+    Asserts that the keys went to all three backends."""
+    got = {}
+    for k in keys:
+        r = send_key(k)
+        assert r.status == 200 and r.server is not None, f"key {k!r}: {r}"
+        got[k] = r.server
+    counts = {name: sum(1 for v in got.values() if v == name) for name in ("a", "b", "c")}
+    assert all(counts.values()), f"{len(keys)} keys did not spread over the backends: {counts}"
+    return got
+
+
+def kill_and_rebind(envoy, backends, send, pinned, n_after=10):
+    """The backend `pinned` (named) answers `send()`; kill it. Once health checking took it
+    out, `send()` gets 200 from another backend, and the entry is rebound: the next
+    `n_after` requests (fresh connections) stick to that one, also after the victim is back.
+    Returns the new backend's name."""
+    victim = backends.by_name(pinned)
+    victim.kill()
+    try:
+        envoy.wait_health({victim.addr: False}, timeout=10)  # as the workers see it
+        r = send()
+        assert r.status == 200 and r.server not in (None, victim.name), f"after the kill: {r}"
+        new = r.server
+        assert_sticks(envoy, lambda i: send(), new, n=n_after, every_worker=False)
+    finally:
+        victim.start()
+    envoy.wait_health({victim.addr: True}, timeout=10)
+    assert_sticks(envoy, lambda i: send(), new, n=5, every_worker=False)
+    return new

@@ -47,6 +47,43 @@ BAD = [
 ]
 
 
+def typed(type_, **sections):
+    return json.dumps({"name": "e2e", "type": type_, **sections})
+
+
+# The locally stored types (SPEC 2.2): a section for another type, required and malformed fields.
+BAD += [
+    ("section-of-another-type", typed("client_ip", cookie={"name": "x"}), "cookie"),
+    ("header-section-for-app-cookie", typed("app_cookie", header={"name": "x-user"}), "header"),
+    ("app-cookie-section-for-custom", typed("custom", custom={"source": {"header": "x"}},
+                                            app_cookie={"name": "SID"}), "app_cookie"),
+    ("missing-header-name", typed("http_header", header={}), "header.name"),
+    ("missing-header-section", typed("http_header"), ("header", "header.name")),
+    ("empty-header-name", typed("http_header", header={"name": ""}), "header.name"),
+    ("bad-header-servers-address", typed("http_header", header={"name": "x-user", "servers": {"alice": "not-an-address"}}),
+     "header.servers.alice"),
+    ("header-servers-without-port", typed("http_header", header={"name": "x-user", "servers": {"alice": "127.0.0.1"}}),
+     "header.servers.alice"),
+    ("header-servers-not-a-map", typed("http_header", header={"name": "x-user", "servers": ["127.0.0.1:80"]}),
+     "header.servers"),
+    ("ipv4-prefix-33", typed("client_ip", client_ip={"ipv4_prefix": 33}), "client_ip.ipv4_prefix"),
+    ("ipv6-prefix-129", typed("client_ip", client_ip={"ipv6_prefix": 129}), "client_ip.ipv6_prefix"),
+    ("ipv4-prefix-negative", typed("client_ip", client_ip={"ipv4_prefix": -1}), "client_ip.ipv4_prefix"),
+    ("unknown-client-ip-field", typed("client_ip", client_ip={"prefix": 24}), "client_ip.prefix"),
+    ("unknown-tls-key", typed("tls", tls={"key": "session_ticket"}), "tls.key"),
+    ("custom-two-source-forms", typed("custom", custom={"source": {"header": "x-a", "cookie": "b"}}), "custom.source"),
+    ("custom-empty-source", typed("custom", custom={"source": {}}), "custom.source"),
+    ("custom-missing-source", typed("custom", custom={}), "custom.source"),
+    ("custom-unknown-source-form", typed("custom", custom={"source": {"body": "x"}}),
+     ("custom.source", "custom.source.body")),
+    ("custom-property-not-a-list", typed("custom", custom={"source": {"property": "metadata"}}),
+     ("custom.source", "custom.source.property")),
+    ("app-cookie-unknown-field", typed("app_cookie", app_cookie={"nmae": "SID"}), "app_cookie.nmae"),
+    ("app-cookie-learn-not-bool", typed("app_cookie", app_cookie={"learn_from_request": "yes"}),
+     "app_cookie.learn_from_request"),
+]
+
+
 @pytest.mark.parametrize("case,text,field", BAD, ids=[b[0] for b in BAD])
 def test_bad_configuration_is_refused(case, text, field, backends, tmp_path):
     envoy = Envoy("http-cookie.yaml", text, backends, tmp_path)
@@ -55,8 +92,10 @@ def test_bad_configuration_is_refused(case, text, field, backends, tmp_path):
     lines = [l for l in log.splitlines() if "invalid configuration" in l]
     assert lines, f"no 'invalid configuration' line for {text!r}:\n" + "\n".join(log.splitlines()[-15:])
     if field is not None:
-        named = [l for l in lines if re.search(rf"invalid configuration: {re.escape(field)}\b(?![.\w])", l)]
-        assert named, f"the line does not name `{field}` first: {lines}"
+        fields = field if isinstance(field, tuple) else (field,)
+        named = [l for l in lines for f in fields
+                 if re.search(rf"invalid configuration: {re.escape(f)}\b(?![.\w])", l)]
+        assert named, f"the line does not name `{' or '.join(fields)}` first: {lines}"
 
 
 GOOD = [
@@ -72,6 +111,23 @@ GOOD = [
     ("format-envoy", json.dumps({"type": "http_cookie", "cookie": {"format": "envoy", "name": "SESSION"}})),
     ("format-nginx", json.dumps({"type": "http_cookie", "cookie": {"format": "nginx"}})),
     ("format-bigip", json.dumps({"type": "http_cookie", "cookie": {"format": "bigip"}})),
+    ("app-cookie-minimal", json.dumps({"type": "app_cookie"})),
+    ("app-cookie-all-fields", typed("app_cookie", timeout="30m", absolute_timeout="8h", max_entries=50,
+                                    app_cookie={"name": "PHPSESSID", "query_parameter": "sid",
+                                                "learn_from_request": True})),
+    ("http-header", typed("http_header", header={"name": "x-user"})),
+    ("http-header-servers", typed("http_header", header={"name": "X-User", "servers": {
+        "alice": "127.0.0.1:8081", "bob": "10.0.0.2:443", "v6": "[::1]:8080"}})),
+    ("client-ip-minimal", json.dumps({"type": "client_ip"})),
+    ("client-ip-prefixes", typed("client_ip", client_ip={"ipv4_prefix": 16, "ipv6_prefix": 48})),
+    ("client-ip-prefix-bounds", typed("client_ip", client_ip={"ipv4_prefix": 32, "ipv6_prefix": 128})),
+    ("tls-session-id", typed("tls", tls={"key": "session_id", "session_header": "x-tls-sid"})),
+    ("tls-peer-certificate", typed("tls", tls={"key": "peer_certificate"})),
+    ("custom-header", typed("custom", custom={"source": {"header": "x-key"}})),
+    ("custom-cookie", typed("custom", custom={"source": {"cookie": "cart"}})),
+    ("custom-query", typed("custom", custom={"source": {"query": "account"}})),
+    ("custom-property", typed("custom", custom={"source": {"property": [
+        "metadata", "filter_metadata", "envoy.filters.http.lua", "key"]}})),
 ]
 
 

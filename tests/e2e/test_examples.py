@@ -13,9 +13,16 @@ from conftest import (DEFAULT_WASM, EXAMPLES, ROOT, envoy_bin, example_plugin_js
 EXAMPLE_FILES = sorted(p.name for p in EXAMPLES.glob("*.yaml"))
 
 
-def test_the_three_examples_exist():
-    for name in ("http-cookie.yaml", "http-cookie-override-host.yaml", "http-cookie-strict.yaml"):
+def test_the_examples_exist():
+    for name in ("http-cookie.yaml", "http-cookie-override-host.yaml", "http-cookie-strict.yaml",
+                 "app-cookie.yaml", "http-header.yaml", "client-ip.yaml", "custom-lua.yaml"):
         assert name in EXAMPLE_FILES
+
+
+# One example per persistence type at least (tls and consistent_hash included once they ship).
+TYPES = ("http_cookie", "app_cookie", "http_header", "client_ip", "tls", "custom", "consistent_hash")
+# Filters an example may place before envoy-persist: they compute or provide its key.
+BEFORE_WASM = {"envoy.filters.http.lua", "envoy.filters.http.header_mutation"}
 
 
 @pytest.mark.parametrize("name", EXAMPLE_FILES)
@@ -35,18 +42,30 @@ def test_example_passes_envoy_validate(name, tmp_path):
     assert "OK" in (out.stdout + out.stderr)
 
 
+def _hcm(cfg):
+    for f in cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]:
+        if f["name"] == "envoy.filters.network.http_connection_manager":
+            return f["typed_config"]
+    raise AssertionError("no http_connection_manager in the first filter chain")
+
+
 @pytest.mark.parametrize("name", EXAMPLE_FILES)
 def test_example_shape(name):
     """What the README promises about each example (filter order, hand-off, cluster)."""
     cfg = load_example(name)
     plugin = example_plugin_json(name)
-    assert plugin["type"] == "http_cookie"
-    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert plugin["type"] in TYPES
+    assert len(cfg["static_resources"]["listeners"]) == 1
+    hcm = _hcm(cfg)
     names = [f["name"] for f in hcm["http_filters"]]
-    wasm = hcm["http_filters"][0]["typed_config"]["config"]
+    assert names.count("envoy.filters.http.wasm") == 1, names
+    at = names.index("envoy.filters.http.wasm")
+    assert set(names[:at]) <= BEFORE_WASM, f"unexpected filters before envoy-persist: {names}"
+    wasm = hcm["http_filters"][at]["typed_config"]["config"]
     assert wasm["vm_config"]["runtime"] == "envoy.wasm.runtime.v8"
     assert wasm["vm_config"]["code"]["local"]["filename"] == "target/wasm32-wasip1/release/envoy_persist.wasm"
     cluster = cfg["static_resources"]["clusters"][0]
+    assert cluster["name"] == "backends"
     ports = [ep["endpoint"]["address"]["socket_address"]["port_value"]
              for ep in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]]
     assert ports == [8081, 8082, 8083]
@@ -54,24 +73,52 @@ def test_example_shape(name):
     assert cfg["admin"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 9901}
     hc = cluster["health_checks"][0]
     assert hc["http_health_check"]["path"] == "/healthz"
-    for key in plugin["cookie"].get("keys", []):
+    for key in plugin.get("cookie", {}).get("keys", []):
         assert len(base64.b64decode(key, validate=True)) == 32
-    if plugin.get("handoff", "stateful_session") == "stateful_session":
-        assert names == ["envoy.filters.http.wasm", "envoy.filters.http.stateful_session",
-                         "envoy.filters.http.router"]
-        ss = hcm["http_filters"][1]["typed_config"]
+    # A section of the plugin JSON belongs to its type (the filter refuses others).
+    sections = {"http_cookie": "cookie", "app_cookie": "app_cookie", "http_header": "header",
+                "client_ip": "client_ip", "tls": "tls", "custom": "custom", "consistent_hash": "hash"}
+    for other_type, section in sections.items():
+        if other_type != plugin["type"]:
+            assert section not in plugin, f"section {section} in a {plugin['type']} example"
+    assert names[-1] == "envoy.filters.http.router"
+    if plugin["type"] == "consistent_hash":
+        pass  # the hash goes to the cluster's hash_policy; checked by its own tests
+    elif plugin.get("handoff", "stateful_session") == "stateful_session":
+        assert names[at:] == ["envoy.filters.http.wasm", "envoy.filters.http.stateful_session",
+                              "envoy.filters.http.router"], names
+        ss = hcm["http_filters"][at + 1]["typed_config"]
         assert ss["session_state"]["name"] == "envoy.http.stateful_session.header"
         assert ss["session_state"]["typed_config"]["name"] == plugin.get("upstream_header", "x-persist-upstream")
         assert ss["strict"] is ("strict" in name)
         assert set(cluster["common_lb_config"]["override_host_status"]["statuses"]) == {"UNKNOWN", "HEALTHY"}
     else:
-        assert names == ["envoy.filters.http.wasm", "envoy.filters.http.router"]
+        assert names[at:] == ["envoy.filters.http.wasm", "envoy.filters.http.router"], names
         lb = cluster["load_balancing_policy"]["policies"][0]["typed_extension_config"]
         assert lb["name"] == "envoy.load_balancing_policies.override_host"
         assert lb["typed_config"]["override_host_sources"] == [{"header": "x-persist-upstream"}]
         retry = hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["retry_policy"]
         assert set(retry["retry_on"].split(",")) >= {"connect-failure", "refused-stream", "reset"}
         assert retry["num_retries"] >= 1
+    # Type-specific Envoy pieces the README names.
+    if plugin["type"] == "client_ip":
+        assert hcm.get("use_remote_address") is True and hcm.get("xff_num_trusted_hops", 0) >= 1
+    if plugin["type"] == "custom" and "property" in plugin["custom"]["source"]:
+        path = plugin["custom"]["source"]["property"]
+        if path[:2] == ["metadata", "filter_metadata"]:
+            assert names[:at] == ["envoy.filters.http.lua"], names
+            assert path[2] == "envoy.filters.http.lua"
+            lua = hcm["http_filters"][0]["typed_config"]["default_source_code"]["inline_string"]
+            assert f'"{path[2]}", "{path[3]}"' in lua
+    if plugin["type"] == "http_header":
+        assert plugin["header"]["name"]
+        eps = {f"127.0.0.1:{p}" for p in ports}
+        assert set(plugin["header"].get("servers", {}).values()) <= eps
+
+
+def test_one_example_per_new_type():
+    types = {example_plugin_json(n)["type"] for n in EXAMPLE_FILES}
+    assert {"http_cookie", "app_cookie", "http_header", "client_ip", "custom"} <= types, types
 
 
 def test_default_example_as_shipped(envoy_factory):
