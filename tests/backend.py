@@ -29,6 +29,9 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "persist-backend/1"
     # Keep-alive connections from Envoy must not pin a thread forever.
     timeout = 60
+    # Headers and body are written separately: without TCP_NODELAY, Nagle's algorithm
+    # holds the body back for a delayed ACK (~40 ms per request on a reused connection).
+    disable_nagle_algorithm = True
 
     def _headers_dict(self):
         out = {}
