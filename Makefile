@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ENVOY_VERSION := 1.40.0
 
-.PHONY: build wasm-target venv envoy run test lint unit e2e clean
+.PHONY: build wasm-target venv envoy run test lint unit e2e clean fuzz fuzz-smoke unit-wasm32 table-memory
 
 wasm-target:
 	@rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)
@@ -44,8 +44,49 @@ unit:
 e2e: build envoy
 	ENVOY_BIN="$$(scripts/envoy-bin.sh)" PERSIST_WASM=$(WASM) $(VENV)/bin/pytest -q tests/e2e
 
-test: lint unit e2e
+test: lint unit unit-wasm32 fuzz-smoke e2e
+
+# The core crate's unit tests as 32-bit wasm under Node (wasm-bindgen-test).
+unit-wasm32:
+	scripts/unit-wasm32.sh
+
+# Every cargo-fuzz target (nightly): a 10 s smoke each in `make test`, FUZZ_SECONDS each here.
+FUZZ_SECONDS ?= 300
+fuzz-smoke:
+	scripts/fuzz.sh 10
+
+fuzz:
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# Bytes per persistence-table entry (Envoy RSS) at 100k and 1M keys; not part of `make test`.
+table-memory: build envoy
+	ENVOY_BIN="$$(scripts/envoy-bin.sh)" PERSIST_WASM=$(WASM) $(PY) scripts/table_memory.py $(ARGS)
+
+# Memory under load; neither is part of `make test`. flood: 1M distinct client addresses through a
+# client_ip table of max_entries 10000 (gauge bounded, RSS flat once full). soak: SOAK_SECONDS of
+# mixed, rate-bounded load on three Envoys (http_cookie, client_ip, app_cookie): RSS, wasm memory
+# and errors sampled every 10 s. Both print a verdict and exit non-zero on failure.
+.PHONY: flood soak
+SOAK_SECONDS ?= 600
+flood: build envoy
+	ENVOY_BIN="$$(scripts/envoy-bin.sh)" PERSIST_WASM=$(WASM) $(PY) scripts/flood.py $(ARGS)
+
+soak: build envoy
+	ENVOY_BIN="$$(scripts/envoy-bin.sh)" PERSIST_WASM=$(WASM) $(PY) scripts/soak.py --seconds $(SOAK_SECONDS) $(ARGS)
 
 clean:
 	cargo clean
 	rm -rf $(VENV)
+
+# The no-op proxy-wasm filter: the floor of any wasm filter in `make bench`.
+.PHONY: build-noop bench
+build-noop: wasm-target
+	cargo build --release --target $(TARGET) -p noop-filter
+
+# make bench: plain Envoy vs native cookie persistence vs the no-op wasm floor vs this filter,
+# interleaved rounds, medians; prints the table and writes BENCHMARKS.md. Installs nginx-light,
+# wrk and binaryen via apt-get when missing. BENCH_SECONDS, BENCH_ROUNDS, BENCH_QUICK=1 (a quick
+# iteration: 2 s x 1 round, report in bench/out/), more in bench/run.py.
+bench: build build-noop envoy
+	bench/install-tools.sh
+	ENVOY_BIN="$$(scripts/envoy-bin.sh)" PERSIST_WASM=$(WASM) python3 bench/run.py
