@@ -4,7 +4,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use persist_core::table::entry::Timeouts;
-use persist_core::table::slot::Slot;
+use persist_core::table::slot::{Expect, Slot};
 use std::time::Duration;
 
 fuzz_target!(|data: &[u8]| {
@@ -15,7 +15,8 @@ fuzz_target!(|data: &[u8]| {
     let cap = usize::from(data.first().copied().unwrap_or(1) % 17).max(1);
     let fp = u64::from(data.len() as u32);
     let _ = slot.drop_expired(&t, 1_800_000_000);
-    let e = slot.bind(fp, "10.0.0.1:80".parse().unwrap_or_else(|_| unreachable!()), 1_800_000_000, cap, &t);
+    let server = "10.0.0.1:80".parse().unwrap_or_else(|_| unreachable!());
+    let e = slot.bind(fp, server, 1_800_000_000, cap, &t, Expect::Any);
     if e.new {
         assert!(slot.entries.len() <= cap, "{} > {cap}", slot.entries.len());
     }
