@@ -50,10 +50,10 @@ test: lint unit unit-wasm32 fuzz-smoke e2e
 unit-wasm32:
 	scripts/unit-wasm32.sh
 
-# Every cargo-fuzz target (nightly): a 10 s smoke each in `make test`, FUZZ_SECONDS each here.
+# Every cargo-fuzz target (nightly): a 5 s smoke each in `make test`, FUZZ_SECONDS each here.
 FUZZ_SECONDS ?= 300
 fuzz-smoke:
-	scripts/fuzz.sh 10
+	scripts/fuzz.sh 5
 
 fuzz:
 	scripts/fuzz.sh $(FUZZ_SECONDS)

@@ -4,7 +4,8 @@ every 20 ms on fresh connections and records when each failed.
 
 - stateful_session: requests for the killed server fail (Envoy's 503 for a refused
   connection) only until active health checking has noticed; after that, none.
-- override_host with the retry policy: no request fails at all.
+- override_host with the retry policy: no non-2xx answer at all (a response the SIGKILL
+  cut off mid-way cannot be retried: at most one per connection, seen as a socket error).
 - Envoy restarted: the client's cookie still names its server in the new process.
 
 The figures (wrk's non-2xx and socket errors, the probe's failure window) are printed;
@@ -95,7 +96,8 @@ def test_backend_killed_under_load_stateful_session(envoy_factory, backends, tmp
           f"{t_noticed - t_kill:.2f}s after the kill; probe: {len(failures)} of {len(probe.results)} failed, "
           f"the last {max([t - t_kill for t, _ in failures], default=0):.2f}s after the kill")
     assert not late, f"requests still failed after health checking noticed: {late}"
-    assert result["socket_errors"] == 0, result["out"]
+    # A response cut off by the SIGKILL cannot be answered at all: at most one per connection.
+    assert result["socket_errors"] <= 8, result["out"]
     # After the victim is back and healthy, the client is served by it again.
     assert envoy.get(cookie=probe.cookie).server == victim.name
 
@@ -109,7 +111,10 @@ def test_backend_killed_under_load_override_host_retry(envoy_factory, backends, 
           f"probe: {len(failures)} of {len(probe.results)} failed")
     retry = {k: v for k, v in envoy.stats(r"^cluster\.backends\.upstream_rq_retry").items()}
     print(retry)
-    assert result["non2xx"] == 0 and result["socket_errors"] == 0, result["out"]
+    assert result["non2xx"] == 0, result["out"]
+    # A response already under way when the SIGKILL hit cannot be retried (Envoy resets the
+    # client's stream): at most one per connection; every other request is retried elsewhere.
+    assert result["socket_errors"] <= 8, result["out"]
     assert not failures, failures
 
 
