@@ -37,6 +37,9 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import envoy_configs  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "envoy_persist.wasm"
 LOCAL = "127.0.0.1"
@@ -67,30 +70,7 @@ def wasm_path():
 # --- configurations -------------------------------------------------------------------------------
 
 def backend_yaml(port, admin):
-    return f"""
-admin: {{address: {{socket_address: {{address: {LOCAL}, port_value: {admin}}}}}}}
-static_resources:
-  listeners:
-  - name: backend
-    address: {{socket_address: {{address: {LOCAL}, port_value: {port}}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: backend
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{prefix: "/"}}
-                direct_response: {{status: 200, body: {{inline_string: "ok\\n"}}}}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-"""
+    return envoy_configs.backend_yaml([port], admin)
 
 
 def plugin_json(kind, max_entries):
@@ -103,65 +83,8 @@ def plugin_json(kind, max_entries):
 
 
 def proxy_yaml(port, admin, backend_port, kind, max_entries):
-    plugin = plugin_json(kind, max_entries).replace("'", "''")
-    return f"""
-admin: {{address: {{socket_address: {{address: {LOCAL}, port_value: {admin}}}}}}}
-static_resources:
-  listeners:
-  - name: http
-    address: {{socket_address: {{address: {LOCAL}, port_value: {port}}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress_http
-          use_remote_address: true
-          xff_num_trusted_hops: 1
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{prefix: "/"}}
-                route: {{cluster: backends}}
-          http_filters:
-          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: persist
-                root_id: persist
-                vm_config:
-                  vm_id: persist
-                  runtime: envoy.wasm.runtime.v8
-                  code: {{local: {{filename: "{wasm_path()}"}}}}
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: '{plugin}'
-          - name: envoy.filters.http.stateful_session
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.stateful_session.v3.StatefulSession
-              session_state:
-                name: envoy.http.stateful_session.header
-                typed_config:
-                  "@type": type.googleapis.com/envoy.extensions.http.stateful_session.header.v3.HeaderBasedSessionState
-                  name: x-persist-upstream
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: backends
-    type: STATIC
-    connect_timeout: 0.5s
-    common_lb_config:
-      override_host_status: {{statuses: [UNKNOWN, HEALTHY]}}
-    load_assignment:
-      cluster_name: backends
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: {LOCAL}, port_value: {backend_port}}}}}}}
-"""
+    return envoy_configs.proxy_yaml(port, admin, [backend_port], plugin_json(kind, max_entries),
+                                    wasm_path(), xff_hops=1)
 
 
 # --- processes --------------------------------------------------------------------------------
