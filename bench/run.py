@@ -565,9 +565,9 @@ def main():
         with open(OUT_MD, "w") as f:
             f.write(render_markdown(rows, meta, machine, table_md, sizes))
             # The hand-kept log of optimizations and their measured effect rides along.
-            log = os.path.join(BENCH, "OPTIMIZATIONS.md")
-            if os.path.exists(log):
-                with open(log) as lf:
+            opt_log = os.path.join(BENCH, "OPTIMIZATIONS.md")
+            if os.path.exists(opt_log):
+                with open(opt_log) as lf:
                     f.write("\n" + lf.read())
         print(f"\nwrote {os.path.relpath(OUT_MD, ROOT)}")
 
