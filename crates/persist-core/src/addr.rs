@@ -4,7 +4,7 @@
 use crate::config::Handoff;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Parses `ip:port` / `[ipv6]:port` from raw bytes.
 pub fn parse(raw: &[u8]) -> Option<SocketAddr> {
@@ -29,6 +29,38 @@ pub fn parse_session_header(raw: &[u8]) -> Option<SocketAddr> {
     parse(buf.get(..n)?)
 }
 
+/// Appends `ip` as the binary formats store it (sealed cookies, table entries): a family
+/// byte, `4` or `6`, then the 4 or 16 octets.
+pub fn push_tagged_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            out.push(4);
+            out.extend_from_slice(&v4.octets());
+        }
+        IpAddr::V6(v6) => {
+            out.push(6);
+            out.extend_from_slice(&v6.octets());
+        }
+    }
+}
+
+/// Reads a family-tagged IP address (see [`push_tagged_ip`]) off the front of `raw`;
+/// returns it and the rest, or `None` for a short input or an unknown family.
+pub fn split_tagged_ip(raw: &[u8]) -> Option<(IpAddr, &[u8])> {
+    let (family, rest) = raw.split_first()?;
+    match family {
+        4 => {
+            let (o, rest) = rest.split_first_chunk::<4>()?;
+            Some((IpAddr::V4(Ipv4Addr::from(*o)), rest))
+        }
+        6 => {
+            let (o, rest) = rest.split_first_chunk::<16>()?;
+            Some((IpAddr::V6(Ipv6Addr::from(*o)), rest))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,6 +76,21 @@ mod tests {
         assert_eq!(parse_session_header(b.as_bytes()), Some(a));
         let six: SocketAddr = "[::1]:80".parse().unwrap();
         assert_eq!(handoff_value(Handoff::OverrideHost, six), "[::1]:80");
+    }
+
+    #[test]
+    fn tagged_ip_round_trip() {
+        for ip in ["10.1.2.3", "2001:db8::7"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut buf = Vec::new();
+            push_tagged_ip(&mut buf, ip);
+            buf.push(9);
+            assert_eq!(split_tagged_ip(&buf), Some((ip, &[9u8][..])));
+            for n in 0..buf.len() - 1 {
+                assert_eq!(split_tagged_ip(&buf[..n]), None, "prefix {n}");
+            }
+        }
+        assert_eq!(split_tagged_ip(&[5, 1, 2, 3, 4]), None);
     }
 
     #[test]

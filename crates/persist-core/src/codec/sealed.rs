@@ -12,7 +12,7 @@ use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
 const VERSION: u8 = 1;
 const NONCE_LEN: usize = 12;
@@ -117,34 +117,14 @@ impl std::fmt::Debug for Sealer {
 fn encode_plain(s: &Sealed, out: &mut Vec<u8>) {
     out.extend_from_slice(&s.issued.to_be_bytes());
     out.extend_from_slice(&s.refreshed.to_be_bytes());
-    match s.addr.ip() {
-        IpAddr::V4(ip) => {
-            out.push(4);
-            out.extend_from_slice(&ip.octets());
-        }
-        IpAddr::V6(ip) => {
-            out.push(6);
-            out.extend_from_slice(&ip.octets());
-        }
-    }
+    crate::addr::push_tagged_ip(out, s.addr.ip());
     out.extend_from_slice(&s.addr.port().to_be_bytes());
 }
 
 fn decode_plain(p: &[u8]) -> Option<Sealed> {
     let (issued, rest) = p.split_first_chunk::<4>()?;
     let (refreshed, rest) = rest.split_first_chunk::<4>()?;
-    let (family, rest) = rest.split_first()?;
-    let (ip, rest): (IpAddr, &[u8]) = match family {
-        4 => {
-            let (o, rest) = rest.split_first_chunk::<4>()?;
-            (IpAddr::V4(Ipv4Addr::from(*o)), rest)
-        }
-        6 => {
-            let (o, rest) = rest.split_first_chunk::<16>()?;
-            (IpAddr::V6(Ipv6Addr::from(*o)), rest)
-        }
-        _ => return None,
-    };
+    let (ip, rest) = crate::addr::split_tagged_ip(rest)?;
     let port: [u8; 2] = rest.try_into().ok()?;
     Some(Sealed {
         addr: SocketAddr::new(ip, u16::from_be_bytes(port)),

@@ -6,7 +6,7 @@
 //! Times are whole seconds since the Unix epoch (u32: good until 2106). An IPv4 entry is 23
 //! bytes, an IPv6 entry 35.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
@@ -35,16 +35,7 @@ impl Entry {
         out.extend_from_slice(&self.fingerprint.to_le_bytes());
         out.extend_from_slice(&self.created.to_le_bytes());
         out.extend_from_slice(&self.last_use.to_le_bytes());
-        match self.server.ip() {
-            IpAddr::V4(ip) => {
-                out.push(4);
-                out.extend_from_slice(&ip.octets());
-            }
-            IpAddr::V6(ip) => {
-                out.push(6);
-                out.extend_from_slice(&ip.octets());
-            }
-        }
+        crate::addr::push_tagged_ip(out, self.server.ip());
         out.extend_from_slice(&self.server.port().to_le_bytes());
     }
 
@@ -54,12 +45,8 @@ impl Entry {
         let fingerprint = u64::from_le_bytes(r.take()?);
         let created = u32::from_le_bytes(r.take()?);
         let last_use = u32::from_le_bytes(r.take()?);
-        let [family] = r.take::<1>()?;
-        let ip = match family {
-            4 => IpAddr::V4(Ipv4Addr::from(r.take::<4>()?)),
-            6 => IpAddr::V6(Ipv6Addr::from(r.take::<16>()?)),
-            _ => return None,
-        };
+        let (ip, rest) = crate::addr::split_tagged_ip(r.0)?;
+        r.0 = rest;
         let port = u16::from_le_bytes(r.take()?);
         let entry = Entry {
             fingerprint,
