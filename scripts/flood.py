@@ -49,14 +49,7 @@ def main(argv=None):
                     help="RSS growth after the table filled that still counts as flat")
     ap.add_argument("--max-seconds", type=float, default=900, help="give up after this long")
     ap.add_argument("--out", help="also write the output to this file")
-    args = ap.parse_args(argv)
-    L.check_tools()
-    out = L.Tee(args.out) if args.out else (lambda *a, **k: print(*a, **k, flush=True))
-    try:
-        return run(args, out)
-    finally:
-        if args.out:
-            out.close()
+    return L.run_with_output(ap.parse_args(argv), run)
 
 
 def run(args, out):

@@ -178,6 +178,18 @@ class Tee:
         self.f.close()
 
 
+def run_with_output(args, run):
+    """Checks the tools, then `run(args, out)` with `out` printing to stdout and, with
+    `--out FILE`, also to that file; returns what `run` returns."""
+    check_tools()
+    out = Tee(args.out) if args.out else (lambda *a, **k: print(*a, **k, flush=True))
+    try:
+        return run(args, out)
+    finally:
+        if args.out:
+            out.close()
+
+
 def mib(b):
     return "-" if b is None else f"{b / MiB:.1f}"
 

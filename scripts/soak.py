@@ -172,14 +172,7 @@ def main(argv=None):
     ap.add_argument("--rss-slack-mib", type=float, default=4.0,
                     help="growth over the window that still counts as stable")
     ap.add_argument("--out", help="also write the output to this file")
-    args = ap.parse_args(argv)
-    L.check_tools()
-    out = L.Tee(args.out) if args.out else (lambda *a, **k: print(*a, **k, flush=True))
-    try:
-        return run(args, out)
-    finally:
-        if args.out:
-            out.close()
+    return L.run_with_output(ap.parse_args(argv), run)
 
 
 def run(args, out):
