@@ -47,8 +47,12 @@ pub fn property(path: &[&str]) -> Option<Vec<u8>> {
     hostcalls::get_property(path.to_vec()).ok().flatten()
 }
 
+/// proxy-wasm `StreamType::HttpRequest`.
+const STREAM_TYPE_REQUEST: u32 = 0;
+
 mod abi {
     extern "C" {
+        pub fn proxy_continue_stream(stream_type: u32) -> u32;
         pub fn proxy_get_header_map_pairs(
             map_type: u32,
             return_map_data: *mut *mut u8,
@@ -141,5 +145,67 @@ impl SharedStore for HostStore {
             Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
             Err(_) => Err(StoreError::Host),
         }
+    }
+}
+
+/// A unary gRPC call through the Envoy cluster `service` (serialized `GrpcService`):
+/// its token, answered in `on_grpc_call_response` of the calling context.
+pub fn grpc_call(
+    service: &str,
+    service_name: &str,
+    method: &str,
+    message: &[u8],
+    timeout: Duration,
+) -> Result<u32, Status> {
+    hostcalls::dispatch_grpc_call(
+        service,
+        service_name,
+        method,
+        Vec::new(),
+        Some(message),
+        timeout,
+    )
+}
+
+/// Opens a gRPC stream and sends its first message.
+pub fn grpc_stream(
+    service: &str,
+    service_name: &str,
+    method: &str,
+    first: &[u8],
+) -> Result<u32, Status> {
+    let token = hostcalls::open_grpc_stream(service, service_name, method, Vec::new())?;
+    if let Err(s) = hostcalls::send_grpc_stream_message(token, Some(first), false) {
+        let _ = hostcalls::cancel_grpc_stream(token);
+        return Err(s);
+    }
+    Ok(token)
+}
+
+pub fn grpc_cancel_stream(token: u32) {
+    let _ = hostcalls::cancel_grpc_stream(token);
+}
+
+/// The message just received by a gRPC call or stream.
+pub fn grpc_body(size: usize) -> Option<Vec<u8>> {
+    hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, size)
+        .ok()
+        .flatten()
+}
+
+/// Sets a gauge to `value`.
+pub fn set_gauge(metric: u32, value: u64) -> Result<(), Status> {
+    hostcalls::record_metric(metric, value)
+}
+
+/// Lets a request paused in `on_http_request_headers` go on. Called through the ABI: the
+/// SDK's wrapper panics on any status but `Ok`.
+pub fn resume_request() -> Result<(), u32> {
+    // SAFETY: plain integer arguments; the host only reads the stream type.
+    let status = unsafe { abi::proxy_continue_stream(STREAM_TYPE_REQUEST) };
+    if status == Status::Ok as u32 {
+        Ok(())
+    } else {
+        Err(status)
     }
 }

@@ -1,12 +1,18 @@
 //! The root context: one per VM (Envoy runs one VM per worker thread, plus one on the main
 //! thread). It validates the configuration before touching anything, prepares the profile
 //! once, and on its tick flushes the worker's counters and gauge delta, re-reads the
-//! suspect list and takes its turn sweeping lapsed table entries.
+//! suspect list and takes its turn sweeping lapsed table entries. With `mirror` it also
+//! drives the etcd calls ([`crate::mirror`]), on a faster tick.
 
 use crate::host::{self, HostStore};
 use crate::http::{PassThrough, PersistHttp};
+use crate::mirror::{self, Driver};
 use persist_core::codec::sealed::NonceSequence;
 use persist_core::config::{Config, CookieFormat, Kind};
+use persist_core::mirror::lease::Buckets;
+use persist_core::mirror::proto::grpc_service;
+use persist_core::mirror::record::KeySpace;
+use persist_core::mirror::writer::Writer;
 use persist_core::persistence::cookie::CookiePersistence;
 use persist_core::persistence::learned_hashes::LearnedHashes;
 use persist_core::stats::{self, Counter, Pending};
@@ -21,6 +27,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 pub const TICK: Duration = Duration::from_secs(1);
+/// With `mirror`: the outbox goes to etcd within this, so a binding reaches the other
+/// Envoys well within a second. Everything else still runs once per [`TICK`].
+pub const MIRROR_TICK: Duration = Duration::from_millis(100);
 
 /// Everything prepared from a valid configuration; immutable afterwards.
 pub struct Profile {
@@ -33,6 +42,8 @@ pub struct Profile {
     metrics: Vec<(Counter, u32)>,
     /// The `entries` gauge (locally stored types).
     entries_gauge: Option<u32>,
+    /// SPEC 2.4, when configured.
+    pub mirror: Option<mirror::Setup>,
 }
 
 /// Mutable per-worker state shared by the root and the HTTP contexts of one VM.
@@ -41,6 +52,8 @@ pub struct Worker {
     pub suspects: SuspectList,
     pub nonces: NonceSequence,
     pub hashes: LearnedHashes,
+    /// With `mirror`: bindings this worker changed, on their way to etcd.
+    pub writer: Option<Writer>,
 }
 
 impl Worker {
@@ -66,6 +79,8 @@ fn random_prefix() -> Option<[u8; 8]> {
 #[derive(Default)]
 pub struct PersistRoot {
     active: Option<(Rc<Profile>, Rc<RefCell<Worker>>)>,
+    driver: Option<Driver>,
+    last_flush_ms: u64,
 }
 
 fn fail(message: impl std::fmt::Display) -> bool {
@@ -135,12 +150,43 @@ fn prepare(json: &[u8]) -> Result<(Profile, Worker), String> {
         }
         None => None,
     };
+    let define = |name: String, gauge: bool| {
+        let r = if gauge {
+            host::define_gauge(&name)
+        } else {
+            host::define_counter(&name)
+        };
+        r.map_err(|s| format!("name: cannot define stat {name}: {s:?}"))
+    };
+    let mirror = match &config.mirror {
+        Some(m) => Some(mirror::Setup {
+            keys: KeySpace::new(&m.prefix, &config.name),
+            service: String::from_utf8(grpc_service(&m.cluster))
+                .map_err(|_| "mirror.cluster: name too long".to_string())?,
+            timeout: m.timeout,
+            role_key: format!("persist.{}.mirror.watcher", config.name),
+            put: define(stats::named(&config.name, stats::MIRROR_PUT), false)?,
+            event: define(stats::named(&config.name, stats::MIRROR_EVENT), false)?,
+            error: define(stats::named(&config.name, stats::MIRROR_ERROR), false)?,
+            connected: define(stats::named(&config.name, stats::MIRROR_CONNECTED), true)?,
+        }),
+        None => None,
+    };
+    let writer = match (&mirror, &table) {
+        (Some(m), Some(t)) => Some(Writer::new(
+            m.keys.clone(),
+            t.timeouts,
+            Buckets::for_timeout(config.timeout),
+        )),
+        _ => None,
+    };
     let prefix = random_prefix().ok_or("no randomness for cookie nonces")?;
     let worker = Worker {
         pending: Pending::default(),
         suspects: SuspectList::default(),
         nonces: NonceSequence::new(prefix),
         hashes: LearnedHashes::new(&config.name),
+        writer,
     };
     let profile = Profile {
         suspect_key: format!("persist.{}.suspect", config.name),
@@ -149,6 +195,7 @@ fn prepare(json: &[u8]) -> Result<(Profile, Worker), String> {
         table,
         metrics,
         entries_gauge,
+        mirror,
     };
     Ok((profile, worker))
 }
@@ -177,6 +224,10 @@ impl PersistRoot {
                 w.count(Counter::Error);
             }
         }
+        let lookup_errors = std::mem::take(&mut w.pending.mirror_errors);
+        if let (Some(m), true) = (&profile.mirror, lookup_errors > 0) {
+            let _ = host::increment(m.error, lookup_errors);
+        }
         for (counter, n) in w.pending.drain() {
             if let Some((_, id)) = profile.metrics.iter().find(|(c, _)| *c == counter) {
                 // A failed increment loses counts, nothing else.
@@ -196,7 +247,28 @@ impl PersistRoot {
     }
 }
 
-impl Context for PersistRoot {}
+impl Context for PersistRoot {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        let now = host::now_ms().unwrap_or(0);
+        if let Some(d) = &mut self.driver {
+            d.on_call_response(token_id, status_code, response_size, now);
+        }
+    }
+
+    fn on_grpc_stream_message(&mut self, token_id: u32, message_size: usize) {
+        let now = host::now_ms().unwrap_or(0);
+        if let Some(d) = &mut self.driver {
+            d.on_stream_message(token_id, message_size, now);
+        }
+    }
+
+    fn on_grpc_stream_close(&mut self, token_id: u32, _status_code: u32) {
+        let now = host::now_ms().unwrap_or(0);
+        if let Some(d) = &mut self.driver {
+            d.on_stream_close(token_id, now);
+        }
+    }
+}
 
 impl RootContext for PersistRoot {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
@@ -204,8 +276,29 @@ impl RootContext for PersistRoot {
         match prepare(&json) {
             Ok((profile, worker)) => {
                 self.flush();
-                self.active = Some((Rc::new(profile), Rc::new(RefCell::new(worker))));
-                if host::set_tick_period(TICK).is_err() {
+                let tick = if profile.mirror.is_some() {
+                    MIRROR_TICK
+                } else {
+                    TICK
+                };
+                let profile = Rc::new(profile);
+                let worker = Rc::new(RefCell::new(worker));
+                self.driver = match profile.mirror {
+                    Some(_) => {
+                        let mut id = [0u8; 8];
+                        if !host::random(&mut id) {
+                            return fail("mirror: no randomness for a worker id");
+                        }
+                        Some(Driver::new(
+                            profile.clone(),
+                            worker.clone(),
+                            u64::from_le_bytes(id),
+                        ))
+                    }
+                    None => None,
+                };
+                self.active = Some((profile, worker));
+                if host::set_tick_period(tick).is_err() {
                     return fail("cannot set the tick period");
                 }
                 true
@@ -215,7 +308,14 @@ impl RootContext for PersistRoot {
     }
 
     fn on_tick(&mut self) {
-        self.flush();
+        let now = host::now_ms().unwrap_or(0);
+        if let Some(d) = &mut self.driver {
+            d.tick(now);
+        }
+        if now.saturating_sub(self.last_flush_ms) >= TICK.as_millis() as u64 - 50 {
+            self.last_flush_ms = now;
+            self.flush();
+        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

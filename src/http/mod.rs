@@ -41,6 +41,8 @@ pub struct PersistHttp {
     named: Option<SocketAddr>,
     /// Wall-clock milliseconds, read at most once per request.
     now_ms: Option<u64>,
+    /// With `mirror`: the etcd lookup the request waits for.
+    lookup: Option<u32>,
 }
 
 impl PersistHttp {
@@ -54,6 +56,7 @@ impl PersistHttp {
             static_server: false,
             named: None,
             now_ms: None,
+            lookup: None,
         }
     }
 
@@ -177,7 +180,19 @@ fn upstream_address() -> Option<SocketAddr> {
     host::property(&["upstream", "address"]).and_then(|raw| addr::parse(&raw))
 }
 
-impl Context for PersistHttp {}
+impl Context for PersistHttp {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        if self.lookup != Some(token_id) {
+            return;
+        }
+        self.lookup = None;
+        self.finish_lookup(status_code, response_size);
+        self.hand_off();
+        if host::resume_request().is_err() {
+            self.count(Counter::Error);
+        }
+    }
+}
 
 impl HttpContext for PersistHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
@@ -185,6 +200,10 @@ impl HttpContext for PersistHttp {
             Kind::HttpCookie(_) => self.cookie_request(),
             Kind::ConsistentHash(_) => self.hash_request(),
             _ => self.table_request(),
+        }
+        if self.lookup.is_some() {
+            // Resumed in `on_grpc_call_response`, within `mirror.timeout`.
+            return Action::Pause;
         }
         self.hand_off();
         Action::Continue

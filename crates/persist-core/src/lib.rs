@@ -6,6 +6,7 @@
 //! - [`persistence`]: what to name on a request, what to send on a response.
 //! - [`keys`]: key extraction for the locally stored types and `consistent_hash`.
 //! - [`table`]: the persist table in shared data (where entries expire and are evicted).
+//! - [`mirror`]: the table mirrored through etcd (SPEC 2.4).
 //! - [`suspect`]: servers that failed to answer, shared by all workers.
 //! - [`store`]: the shared-data seam ([`store::SharedStore`]) and its host semantics.
 //! - [`stats`]: counter names and local accumulation.
@@ -17,6 +18,7 @@ pub mod config;
 pub mod cookie;
 pub mod header_pairs;
 pub mod keys;
+pub mod mirror;
 pub mod persistence;
 pub mod stats;
 pub mod store;

@@ -56,12 +56,27 @@ pub fn gauge_name(profile: &str) -> String {
     format!("persist.{profile}.{ENTRIES}")
 }
 
+/// The mirror's stats (SPEC 2.4), named like the counters: counters of keys acknowledged
+/// by etcd, watch events received and failed etcd calls, and a gauge that is 1 while this
+/// Envoy's watch is established.
+pub const MIRROR_PUT: &str = "mirror_put";
+pub const MIRROR_EVENT: &str = "mirror_event";
+pub const MIRROR_ERROR: &str = "mirror_error";
+pub const MIRROR_CONNECTED: &str = "mirror_connected";
+
+/// The metric name of stat `stat` in profile `profile`.
+pub fn named(profile: &str, stat: &str) -> String {
+    format!("persist.{profile}.{stat}")
+}
+
 /// Counts not yet handed to the host.
 #[derive(Debug, Default, Clone)]
 pub struct Pending {
     counts: [u64; Counter::ALL.len()],
     /// Net change of the `entries` gauge.
     pub entries: i64,
+    /// Failed etcd lookups of the request path (`mirror_error`).
+    pub mirror_errors: u64,
 }
 
 impl Pending {

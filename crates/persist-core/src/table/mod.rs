@@ -54,6 +54,9 @@ pub const MAX_RETRIES: usize = 8;
 pub struct KeyHash {
     pub slot: u32,
     pub fingerprint: u64,
+    /// The whole MD5 of the key: the mirror names the key by it in etcd, so that Envoys
+    /// with tables of different sizes agree on it.
+    pub digest: [u8; 16],
 }
 
 /// The table's geometry and timeouts, prepared once at configure time.
@@ -90,13 +93,18 @@ impl Table {
     }
 
     pub fn hash(&self, key: &[u8]) -> KeyHash {
-        let d = md5::compute(key).0;
-        let (lo, hi) = d.split_at(8);
+        self.key_of_digest(md5::compute(key).0)
+    }
+
+    /// Where the key with this MD5 lives in this table.
+    pub fn key_of_digest(&self, digest: [u8; 16]) -> KeyHash {
+        let (lo, hi) = digest.split_at(8);
         let fingerprint = u64::from_le_bytes(lo.try_into().unwrap_or_default());
         let h = u64::from_le_bytes(hi.try_into().unwrap_or_default());
         KeyHash {
             slot: u32::try_from(h % u64::from(self.slots.max(1))).unwrap_or(0),
             fingerprint,
+            digest,
         }
     }
 
@@ -133,31 +141,66 @@ impl Table {
         now_s: u32,
         expect: Expect,
     ) -> Result<Effect, StoreError> {
-        let slot_key = self.slot_key(key.slot);
         let capacity = self.capacity(key.slot);
-        for _ in 0..MAX_RETRIES {
-            let (mut slot, cas) = match store.get(&slot_key)? {
-                Some((raw, cas)) => (Slot::decode(&raw), cas),
-                None => (Slot::default(), INSERT_ONLY),
-            };
-            let effect = slot.bind(
+        self.update(store, key.slot, |slot| {
+            slot.bind(
                 key.fingerprint,
                 server,
                 now_s,
                 capacity,
                 &self.timeouts,
                 expect,
-            );
+            )
+        })
+    }
+
+    /// Read-modify-write of one slot under CAS, at most [`MAX_RETRIES`] times; nothing is
+    /// written when `change` reports no change.
+    fn update(
+        &self,
+        store: &dyn SharedStore,
+        slot: u32,
+        change: impl Fn(&mut Slot) -> Effect,
+    ) -> Result<Effect, StoreError> {
+        let slot_key = self.slot_key(slot);
+        for _ in 0..MAX_RETRIES {
+            let (mut decoded, cas) = match store.get(&slot_key)? {
+                Some((raw, cas)) => (Slot::decode(&raw), cas),
+                None => (Slot::default(), INSERT_ONLY),
+            };
+            let effect = change(&mut decoded);
             if !effect.changed {
                 return Ok(effect);
             }
-            match store.set(&slot_key, &slot.encode(), cas) {
+            match store.set(&slot_key, &decoded.encode(), cas) {
                 Ok(()) => return Ok(effect),
                 Err(StoreError::CasMismatch) => continue,
                 Err(e) => return Err(e),
             }
         }
         Err(StoreError::CasMismatch)
+    }
+
+    /// Applies a binding another Envoy made (the mirror), under CAS: see [`Slot::merge`].
+    pub fn merge(
+        &self,
+        store: &dyn SharedStore,
+        key: KeyHash,
+        server: SocketAddr,
+        created: u32,
+        last_use: u32,
+        now_s: u32,
+    ) -> Result<Effect, StoreError> {
+        let capacity = self.capacity(key.slot);
+        let remote = Entry {
+            fingerprint: key.fingerprint,
+            server,
+            created,
+            last_use,
+        };
+        self.update(store, key.slot, |slot| {
+            slot.merge(remote, now_s, capacity, &self.timeouts)
+        })
     }
 
     /// Drops the lapsed entries of one slot; returns how many (0 when another worker

@@ -39,6 +39,9 @@ pub struct Effect {
     pub expired: u32,
     /// Live entries dropped to make room.
     pub evicted: u32,
+    /// The key's entry as written, when the key's own binding changed (new, rebound,
+    /// refreshed or merged): what the mirror sends on.
+    pub bound: Option<Entry>,
 }
 
 impl Effect {
@@ -86,6 +89,72 @@ impl Slot {
         u32::try_from(before - self.entries.len()).unwrap_or(u32::MAX)
     }
 
+    /// Applies a binding learned from another Envoy (the mirror, SPEC 2.4). It replaces
+    /// whatever this slot holds for the key (the mirror delivers writes in etcd's order, so
+    /// the last one wins everywhere); an equal binding only moves `last_use` forward, and a
+    /// remote entry that has already lapsed is ignored. `rebound` and `new` describe the
+    /// slot, not a request: the caller does not count them as `rebind`/`new`.
+    pub fn merge(
+        &mut self,
+        remote: Entry,
+        now_s: u32,
+        capacity: usize,
+        timeouts: &Timeouts,
+    ) -> Effect {
+        let mut effect = Effect {
+            expired: self.drop_expired(timeouts, now_s),
+            ..Effect::default()
+        };
+        effect.changed = effect.expired > 0;
+        if remote.is_expired(timeouts, now_s) {
+            return effect;
+        }
+        if let Some(e) = self
+            .entries
+            .iter_mut()
+            .find(|e| e.fingerprint == remote.fingerprint)
+        {
+            if e.server != remote.server {
+                *e = remote;
+                effect.rebound = true;
+                effect.changed = true;
+                effect.bound = Some(*e);
+            } else if remote.last_use > e.last_use {
+                e.last_use = remote.last_use;
+                effect.changed = true;
+                effect.bound = Some(*e);
+            }
+            return effect;
+        }
+        effect.evicted = self.make_room(capacity, timeouts);
+        self.entries.push(remote);
+        effect.bound = Some(remote);
+        effect.new = true;
+        effect.changed = true;
+        effect
+    }
+
+    /// Evicts the live entries closest to expiry until one more fits; returns how many.
+    fn make_room(&mut self, capacity: usize, timeouts: &Timeouts) -> u32 {
+        let mut evicted = 0;
+        while self.entries.len() >= capacity.max(1) {
+            let closest = self
+                .entries
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, e)| e.expires_at(timeouts))
+                .map(|(i, _)| i);
+            match closest {
+                Some(i) => {
+                    self.entries.swap_remove(i);
+                    evicted += 1;
+                }
+                None => break,
+            }
+        }
+        evicted
+    }
+
     /// Binds `fingerprint` to `server` as used now, unless `expect` says another writer got
     /// there first. An existing binding to the same server is only refreshed when its last
     /// use is `refresh_after_s` old; lapsed entries go first; when the slot is full the
@@ -120,35 +189,25 @@ impl Slot {
                 e.last_use = now_s;
                 effect.rebound = true;
                 effect.changed = true;
+                effect.bound = Some(*e);
             } else if e.server == server
                 && u64::from(now_s.saturating_sub(e.last_use)) >= timeouts.refresh_after_s()
             {
                 e.last_use = now_s;
                 effect.changed = true;
+                effect.bound = Some(*e);
             }
             return effect;
         }
-        while self.entries.len() >= capacity.max(1) {
-            let closest = self
-                .entries
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, e)| e.expires_at(timeouts))
-                .map(|(i, _)| i);
-            match closest {
-                Some(i) => {
-                    self.entries.swap_remove(i);
-                    effect.evicted += 1;
-                }
-                None => break,
-            }
-        }
-        self.entries.push(Entry {
+        effect.evicted = self.make_room(capacity, timeouts);
+        let entry = Entry {
             fingerprint,
             server,
             created: now_s,
             last_use: now_s,
-        });
+        };
+        self.entries.push(entry);
+        effect.bound = Some(entry);
         effect.new = true;
         effect.changed = true;
         effect
@@ -185,10 +244,11 @@ mod tests {
         assert_eq!(e.entries_delta(), 1);
         // Same server, used again soon: nothing to write (the hot path stays read-only).
         let e = s.bind(7, a("1.1.1.1:1"), 1010, 4, &t(), Expect::Any);
-        assert!(!e.changed);
+        assert!(!e.changed && e.bound.is_none());
         // ... after timeout/4: refreshed.
         let e = s.bind(7, a("1.1.1.1:1"), 1025, 4, &t(), Expect::Any);
         assert!(e.changed && !e.new);
+        assert_eq!(e.bound.map(|b| (b.created, b.last_use)), Some((1000, 1025)));
         assert_eq!(s.find(7).unwrap().last_use, 1025);
         let e = s.bind(7, a("2.2.2.2:2"), 1030, 4, &t(), Expect::Any);
         assert!(e.rebound && e.changed && !e.new);
@@ -243,5 +303,51 @@ mod tests {
         // A lapsed binding of the same key is a new one.
         let e = s.bind(2, a("1.1.1.1:1"), 1200, 2, &t(), Expect::Any);
         assert!(e.new);
+    }
+
+    #[test]
+    fn merge_applies_remote_bindings_in_order() {
+        let (x, y) = (a("1.1.1.1:1"), a("2.2.2.2:2"));
+        let remote = |server, created, last_use| Entry {
+            fingerprint: 5,
+            server,
+            created,
+            last_use,
+        };
+        let mut s = Slot::default();
+        let e = s.merge(remote(x, 1000, 1000), 1001, 4, &t());
+        assert!(e.new && e.changed);
+        // The same binding again (e.g. this Envoy's own write coming back): nothing to write.
+        assert!(!s.merge(remote(x, 1000, 1000), 1002, 4, &t()).changed);
+        // A later use elsewhere moves last_use forward, never back.
+        assert!(s.merge(remote(x, 1000, 1010), 1011, 4, &t()).changed);
+        assert!(!s.merge(remote(x, 1000, 1005), 1011, 4, &t()).changed);
+        assert_eq!(s.find(5).unwrap().last_use, 1010);
+        // Another server: the remote one wins (etcd order is the order of application).
+        let e = s.merge(remote(y, 1012, 1012), 1012, 4, &t());
+        assert!(e.rebound && e.changed && !e.new);
+        assert_eq!(s.find(5).unwrap().server, y);
+        // A remote entry that already lapsed is not applied.
+        let mut empty = Slot::default();
+        assert!(!empty.merge(remote(x, 900, 900), 1000, 4, &t()).changed);
+        assert!(empty.entries.is_empty());
+    }
+
+    #[test]
+    fn merge_into_a_full_slot_evicts() {
+        let mut s = Slot::default();
+        for fp in 1..=3 {
+            s.bind(fp, a("1.1.1.1:1"), 1000 + fp as u32, 3, &t(), Expect::Any);
+        }
+        let r = Entry {
+            fingerprint: 9,
+            server: a("2.2.2.2:2"),
+            created: 1010,
+            last_use: 1010,
+        };
+        let e = s.merge(r, 1010, 3, &t());
+        assert_eq!((e.new, e.evicted), (true, 1));
+        assert!(s.find(1).is_none());
+        assert_eq!(e.entries_delta(), 0);
     }
 }
