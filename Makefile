@@ -41,7 +41,9 @@ lint: wasm-target
 unit:
 	cargo test -p persist-core
 
+# wrk drives the faults-under-load tests; etcd (server, etcdctl) backs the mirror tests.
 e2e: build envoy
+	scripts/apt-need.sh wrk=wrk etcd=etcd-server etcdctl=etcd-client
 	ENVOY_BIN="$$(scripts/envoy-bin.sh)" PERSIST_WASM=$(WASM) $(VENV)/bin/pytest -q tests/e2e
 
 test: lint unit unit-wasm32 fuzz-smoke e2e

@@ -599,6 +599,29 @@ mod tests {
     }
 
     #[test]
+    fn mirror_defaults_and_values() {
+        let c = Config::parse(br#"{"type":"client_ip","mirror":{"cluster":"etcd"}}"#).unwrap();
+        assert_eq!(
+            c.mirror,
+            Some(MirrorConfig {
+                cluster: "etcd".into(),
+                prefix: "/persist/".into(),
+                timeout: Duration::from_millis(50),
+            })
+        );
+        let c = Config::parse(
+            br#"{"type":"app_cookie","mirror":{"cluster":"kv","prefix":"/lb/","timeout":"200ms"}}"#,
+        )
+        .unwrap();
+        let m = c.mirror.unwrap();
+        assert_eq!(
+            (m.prefix.as_str(), m.timeout),
+            ("/lb/", Duration::from_millis(200))
+        );
+        assert_eq!(Config::parse(br#"{"type":"tls"}"#).unwrap().mirror, None);
+    }
+
+    #[test]
     fn locally_stored_types() {
         let c = Config::parse(br#"{"type":"app_cookie"}"#).unwrap();
         assert!(c.kind.uses_table());
@@ -756,6 +779,39 @@ mod tests {
             (r#"{"type":"client_ip","cookie":{}}"#, "cookie"),
             (r#"{"type":"http_cookie","client_ip":{}}"#, "client_ip"),
             (r#"{"type":"http_header"}"#, "header.name"),
+            (
+                r#"{"type":"http_cookie","mirror":{"cluster":"etcd"}}"#,
+                "mirror",
+            ),
+            (
+                r#"{"type":"consistent_hash","hash":{"source":"client_ip"},"mirror":{"cluster":"e"}}"#,
+                "mirror",
+            ),
+            (r#"{"type":"client_ip","mirror":{}}"#, "mirror.cluster"),
+            (
+                r#"{"type":"client_ip","mirror":{"cluster":""}}"#,
+                "mirror.cluster",
+            ),
+            (
+                r#"{"type":"client_ip","mirror":{"cluster":"e","prefix":""}}"#,
+                "mirror.prefix",
+            ),
+            (
+                r#"{"type":"client_ip","mirror":{"cluster":"e","timeout":"0s"}}"#,
+                "mirror.timeout",
+            ),
+            (
+                r#"{"type":"client_ip","mirror":{"cluster":"e","timeout":"11s"}}"#,
+                "mirror.timeout",
+            ),
+            (
+                r#"{"type":"client_ip","mirror":{"cluster":"e","timeout":"soon"}}"#,
+                "mirror.timeout",
+            ),
+            (
+                r#"{"type":"client_ip","mirror":{"cluster":"e","ttl":"1s"}}"#,
+                "mirror.ttl",
+            ),
             (r#"{"type":"http_header","header":{}}"#, "header.name"),
             (
                 r#"{"type":"http_header","header":{"name":"x-u","servers":{"a":"nope"}}}"#,
