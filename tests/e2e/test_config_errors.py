@@ -84,9 +84,8 @@ BAD += [
 ]
 
 
-@pytest.mark.parametrize("case,text,field", BAD, ids=[b[0] for b in BAD])
-def test_bad_configuration_is_refused(case, text, field, backends, tmp_path):
-    envoy = Envoy("http-cookie.yaml", text, backends, tmp_path)
+def assert_refused(example, text, field, backends, tmp_path):
+    envoy = Envoy(example, text, backends, tmp_path)
     rc, log = envoy.run_to_exit(timeout=30)
     assert rc != 0, f"Envoy accepted {text!r}"
     lines = [l for l in log.splitlines() if "invalid configuration" in l]
@@ -96,6 +95,45 @@ def test_bad_configuration_is_refused(case, text, field, backends, tmp_path):
         named = [l for l in lines for f in fields
                  if re.search(rf"invalid configuration: {re.escape(f)}\b(?![.\w])", l)]
         assert named, f"the line does not name `{' or '.join(fields)}` first: {lines}"
+
+
+@pytest.mark.parametrize("case,text,field", BAD, ids=[b[0] for b in BAD])
+def test_bad_configuration_is_refused(case, text, field, backends, tmp_path):
+    assert_refused("http-cookie.yaml", text, field, backends, tmp_path)
+
+
+# `mirror` (SPEC 2.4), in envoy/mirror.yaml, which has the `etcd` cluster the section names:
+# only for the locally stored types; `cluster` required, `timeout` from 1ms to 10s, a
+# non-empty `prefix`, no other field.
+MIRROR = {"cluster": "etcd"}
+MIRROR_BAD = [
+    ("mirror-on-http-cookie", typed("http_cookie", mirror=MIRROR), "mirror"),
+    ("mirror-on-consistent-hash", typed("consistent_hash", hash={"source": {"header": "x-user"}}, mirror=MIRROR),
+     "mirror"),
+    ("mirror-missing-cluster", typed("http_header", header={"name": "x-user"}, mirror={"prefix": "/persist/"}),
+     "mirror.cluster"),
+    ("mirror-empty-section", typed("http_header", header={"name": "x-user"}, mirror={}), "mirror.cluster"),
+    ("mirror-cluster-not-a-string", typed("http_header", header={"name": "x-user"}, mirror={"cluster": 5}),
+     "mirror.cluster"),
+    ("mirror-timeout-zero", typed("http_header", header={"name": "x-user"}, mirror={**MIRROR, "timeout": "0s"}),
+     "mirror.timeout"),
+    ("mirror-timeout-1h", typed("http_header", header={"name": "x-user"}, mirror={**MIRROR, "timeout": "1h"}),
+     "mirror.timeout"),
+    ("mirror-timeout-11s", typed("http_header", header={"name": "x-user"}, mirror={**MIRROR, "timeout": "11s"}),
+     "mirror.timeout"),
+    ("mirror-timeout-abc", typed("http_header", header={"name": "x-user"}, mirror={**MIRROR, "timeout": "abc"}),
+     "mirror.timeout"),
+    ("mirror-empty-prefix", typed("http_header", header={"name": "x-user"}, mirror={**MIRROR, "prefix": ""}),
+     "mirror.prefix"),
+    ("mirror-unknown-field", typed("http_header", header={"name": "x-user"}, mirror={**MIRROR, "bogus": 1}),
+     "mirror.bogus"),
+    ("mirror-not-an-object", typed("http_header", header={"name": "x-user"}, mirror="etcd"), "mirror"),
+]
+
+
+@pytest.mark.parametrize("case,text,field", MIRROR_BAD, ids=[b[0] for b in MIRROR_BAD])
+def test_bad_mirror_configuration_is_refused(case, text, field, backends, tmp_path):
+    assert_refused("mirror.yaml", text, field, backends, tmp_path)
 
 
 GOOD = [
@@ -136,5 +174,26 @@ def test_valid_configuration_is_accepted(case, text, backends, tmp_path):
     """Control for the refusals above: the same harness with valid JSON passes validation
     (which runs the plugin's on_configure)."""
     rc, out = Envoy("http-cookie.yaml", text, backends, tmp_path).validate()
+    assert rc == 0, out[-3000:]
+    assert "invalid configuration" not in out
+
+
+MIRROR_GOOD = [
+    ("mirror-http-header", typed("http_header", header={"name": "x-user"}, mirror=MIRROR)),
+    ("mirror-all-fields", typed("http_header", header={"name": "x-user"}, timeout="30m",
+                                mirror={"cluster": "etcd", "prefix": "/apps/web/persist/", "timeout": "250ms"})),
+    ("mirror-timeout-1ms", typed("http_header", header={"name": "x-user"}, mirror={**MIRROR, "timeout": "1ms"})),
+    ("mirror-timeout-10s", typed("http_header", header={"name": "x-user"}, mirror={**MIRROR, "timeout": "10s"})),
+    ("mirror-app-cookie", typed("app_cookie", mirror=MIRROR)),
+    ("mirror-client-ip", typed("client_ip", mirror=MIRROR)),
+    ("mirror-tls", typed("tls", tls={"key": "peer_certificate"}, mirror=MIRROR)),
+    ("mirror-custom", typed("custom", custom={"source": {"header": "x-key"}}, mirror=MIRROR)),
+]
+
+
+@pytest.mark.parametrize("case,text", MIRROR_GOOD, ids=[g[0] for g in MIRROR_GOOD])
+def test_valid_mirror_configuration_is_accepted(case, text, backends, tmp_path):
+    """Control for the mirror refusals: the same JSON shapes, valid, in envoy/mirror.yaml."""
+    rc, out = Envoy("mirror.yaml", text, backends, tmp_path).validate()
     assert rc == 0, out[-3000:]
     assert "invalid configuration" not in out

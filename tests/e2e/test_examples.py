@@ -15,7 +15,7 @@ EXAMPLE_FILES = sorted(p.name for p in EXAMPLES.glob("*.yaml"))
 
 def test_the_examples_exist():
     for name in ("http-cookie.yaml", "http-cookie-override-host.yaml", "http-cookie-strict.yaml",
-                 "app-cookie.yaml", "http-header.yaml", "client-ip.yaml", "custom-lua.yaml"):
+                 "app-cookie.yaml", "http-header.yaml", "client-ip.yaml", "custom-lua.yaml", "mirror.yaml"):
         assert name in EXAMPLE_FILES
 
 
@@ -110,6 +110,15 @@ def test_example_shape(name):
             assert path[2] == "envoy.filters.http.lua"
             lua = hcm["http_filters"][0]["typed_config"]["default_source_code"]["inline_string"]
             assert f'"{path[2]}", "{path[3]}"' in lua
+    if "mirror" in plugin:
+        # SPEC 2.4: only the locally stored types; the section names a cluster of the file
+        # that speaks HTTP/2 (gRPC) and has health checks (a dead etcd member is taken out).
+        assert plugin["type"] in ("app_cookie", "http_header", "client_ip", "tls", "custom"), plugin["type"]
+        named = [c for c in cfg["static_resources"]["clusters"] if c["name"] == plugin["mirror"]["cluster"]]
+        assert len(named) == 1, f"mirror.cluster {plugin['mirror']['cluster']!r} is not a cluster of {name}"
+        opts = named[0]["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+        assert "http2_protocol_options" in opts["explicit_http_config"]
+        assert named[0].get("health_checks"), "the etcd cluster has no health checks"
     if plugin["type"] == "http_header":
         assert plugin["header"]["name"]
         eps = {f"127.0.0.1:{p}" for p in ports}
