@@ -81,6 +81,13 @@ clean:
 	rm -rf $(VENV)
 
 # The no-op proxy-wasm filter: the floor of any wasm filter in `make bench`.
+# make mirror-load: what one etcd member carries when every request is a new binding
+# (scripts/mirror_load.py; results of a run in bench/mirror-load.md). MIRROR_LOAD_ARGS passes options.
+.PHONY: mirror-load
+mirror-load: build envoy
+	scripts/apt-need.sh wrk=wrk etcd=etcd-server etcdctl=etcd-client
+	ENVOY_BIN="$$(scripts/envoy-bin.sh)" PERSIST_WASM=$(WASM) $(PY) scripts/mirror_load.py $(MIRROR_LOAD_ARGS)
+
 .PHONY: build-noop bench
 build-noop: wasm-target
 	cargo build --release --target $(TARGET) -p noop-filter
