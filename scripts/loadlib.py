@@ -118,14 +118,7 @@ class Cleanup:
         return False
 
 
-def stop_popen(p, sig=signal.SIGINT, timeout=15):
-    if p.poll() is None:
-        p.send_signal(sig)
-        try:
-            p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=5)
+stop_popen = tm.stop_popen
 
 
 # --- wrk --------------------------------------------------------------------------------------

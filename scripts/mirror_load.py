@@ -206,13 +206,8 @@ class Etcd:
         return base64.b64decode(kvs[0]["key"]), base64.b64decode(kvs[0].get("value", ""))
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        if self.proc is not None:
+            ll.stop_popen(self.proc, signal.SIGTERM)
 
 
 def metric(m, name, **labels):

@@ -48,6 +48,17 @@ GOAL = 256
 WARM_BASE = 15_000_000  # warm-up keys: far from the measured ones
 
 
+def stop_popen(p, sig=signal.SIGINT, timeout=15):
+    """Stops a process with `sig`, killing it when it has not exited within `timeout` s."""
+    if p.poll() is None:
+        p.send_signal(sig)
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=10)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind((LOCAL, 0))
@@ -145,13 +156,8 @@ class Proc:
         return out
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            stop_popen(self.proc, signal.SIGTERM)
 
 
 # --- load -------------------------------------------------------------------------------------

@@ -299,17 +299,24 @@ def test_entry_expires_in_etcd_with_its_timeout(etcd, envoy_factory, backends):
     assert gone >= timeout - 1.0, f"{key} gone from etcd after {gone:.2f} s, before its timeout 4s"
 
 
-def test_etcd_killed_requests_go_on_then_mirroring_resumes(etcd, envoy_factory, backends):
+def connected_pair_with_baseline(envoy_factory, etcd, backends):
+    """Two connected Envoys sharing 9+ known keys, and A's latencies with etcd up: returns
+    (a, b, known, baseline latencies, the latency limit once etcd fails)."""
     a, b = start_envoys(envoy_factory, etcd)
     wait_connected([a, b])
     known = propagated(a, b, backends, etcd, "known", 9)
     base_known, base_new = mixed_requests(a, backends, known, 40, "baseline")
-    baseline = max(base_known + base_new)
-    limit = min(baseline, 0.3) + MIRROR_TIMEOUT + LATENCY_MARGIN
+    base = base_known + base_new
+    limit = min(max(base), 0.3) + MIRROR_TIMEOUT + LATENCY_MARGIN
+    return a, b, known, base, limit
+
+
+def test_etcd_killed_requests_go_on_then_mirroring_resumes(etcd, envoy_factory, backends):
+    a, b, known, base, limit = connected_pair_with_baseline(envoy_factory, etcd, backends)
 
     etcd[0].kill()
     lat_known, lat_new = mixed_requests(a, backends, known, 100, "killed")
-    print(f"\nbaseline {ms(base_known + base_new)}; etcd killed: known keys {ms(lat_known)}, "
+    print(f"\nbaseline {ms(base)}; etcd killed: known keys {ms(lat_known)}, "
           f"new keys {ms(lat_new)}; limit {limit * 1000:.0f} ms")
     assert max(lat_known + lat_new) < limit, \
         f"a request took {max(lat_known + lat_new) * 1000:.0f} ms with etcd down (limit {limit * 1000:.0f} ms)"
@@ -327,18 +334,13 @@ def test_etcd_killed_requests_go_on_then_mirroring_resumes(etcd, envoy_factory, 
 
 
 def test_etcd_hung_requests_wait_at_most_the_timeout(etcd, envoy_factory, backends):
-    a, b = start_envoys(envoy_factory, etcd)
-    wait_connected([a, b])
-    known = propagated(a, b, backends, etcd, "known", 9)
-    base_known, base_new = mixed_requests(a, backends, known, 40, "baseline")
-    baseline = max(base_known + base_new)
-    limit = min(baseline, 0.3) + MIRROR_TIMEOUT + LATENCY_MARGIN
+    a, b, known, base, limit = connected_pair_with_baseline(envoy_factory, etcd, backends)
 
     # SIGSTOP: connections are accepted, nothing answers; a new key's etcd lookup times out.
     etcd[0].pause()
     lat_known, lat_new = mixed_requests(a, backends, known, 100, "hung")
     b_known, b_new = mixed_requests(b, backends, known, 20, "hung-b")  # B: its table has them
-    print(f"\nbaseline {ms(base_known + base_new)}; etcd hung: known keys {ms(lat_known)}, "
+    print(f"\nbaseline {ms(base)}; etcd hung: known keys {ms(lat_known)}, "
           f"new keys {ms(lat_new)}; on B {ms(b_known + b_new)}; limit {limit * 1000:.0f} ms")
     worst = max(lat_known + lat_new + b_known + b_new)
     assert worst < limit, f"a request took {worst * 1000:.0f} ms with etcd hung (limit {limit * 1000:.0f} ms)"
