@@ -458,7 +458,8 @@ def mirror_round(setup):
     sample = etcd.sample(prefix)
     a1 = persist(a)
     o1 = {o.name: persist(o) for o in others}
-    res = dict(load=load, cpu=cpu, samples=samples, a0=a0, a1=a1, a_end=a_end, o0=o0, o1=o1, o_end=o_end,
+    join = join_envoy(setup, etcd, keys1)
+    res = dict(join=join, load=load, cpu=cpu, samples=samples, a0=a0, a1=a1, a_end=a_end, o0=o0, o1=o1, o_end=o_end,
                converge=converge, drained=drained, m0=m0, m1=m1, keys0=keys0, keys1=keys1, rss0=rss0, rss1=rss1,
                leases=leases, sample=sample, plugin=a.plugin, others=[o.name for o in others])
     # The Envoys and etcd are stopped before the baseline round (they would compete for CPU).
@@ -466,6 +467,20 @@ def mirror_round(setup):
         e.stop()
     etcd.stop()
     return res
+
+
+def join_envoy(setup, etcd, keys):
+    """A fresh Envoy joins after the load: seconds from its start (process spawned) until its
+    watcher loaded the whole prefix and watches (mirror_connected 1), and its entries then."""
+    t0 = time.monotonic()
+    j = setup.start_envoy("J", etcd.client_port, True)
+    ready = time.monotonic() - t0
+    ok = wait_until(lambda: persist(j).get("mirror_connected", 0) == 1, 120, 0.05)
+    loaded = time.monotonic() - t0 if ok else None
+    time.sleep(1.2)  # the entries gauge is flushed on the workers' 1 s tick
+    entries = persist(j).get("entries", 0)
+    j.stop()
+    return dict(keys=keys, ready=ready, loaded=loaded, entries=entries)
 
 
 def baseline_round(setup):
@@ -566,6 +581,11 @@ def report(args, r, base, machine):
              f"entries {r['o1'][name].get('entries', 0):,}; own puts +"
              f"{r['o1'][name].get('mirror_put', 0) - r['o0'][name].get('mirror_put', 0)}"))
         add((f"{name}: CPU", f"{r['cpu'][name]:.1f} s = {per(r['cpu'][name], ev_end, 1000, '.3f')} s per 1000 events"))
+    J = r["join"]
+    add(("a fresh Envoy joining after the load",
+         f"ready {J['ready']:.1f} s after its start; prefix of {J['keys']:,} keys loaded and watching "
+         f"(`mirror_connected` 1) **{fnum(J['loaded'], '.1f', 'NOT within 120')} s** after its start; "
+         f"entries then {J['entries']:,}"))
     add(("A: CPU, with mirror", f"{r['cpu']['A']:.1f} s = **{per(r['cpu']['A'], L['requests'], 1000, '.3f')} s per "
          f"1000 requests**"))
     if base:

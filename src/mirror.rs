@@ -193,12 +193,14 @@ impl Driver {
                     return;
                 };
                 let (records, next) = self.follower.on_range(&body, now_ms);
-                self.apply(&records, now_ms);
+                // Ask for the next page (or open the watch) first: etcd prepares it while
+                // this page is merged.
                 match next {
                     Next::Range(req) => self.call(Pending::Range, KV, "Range", &req, now_ms),
                     Next::Watch(req) => self.open_watch(&req, now_ms),
                     Next::Nothing => {}
                 }
+                self.apply(&records, now_ms);
             }
         }
     }

@@ -13,7 +13,7 @@ use super::record::{KeySpace, Record};
 use prost::Message;
 
 /// Keys per `Range` page while loading.
-pub const PAGE: i64 = 500;
+pub const PAGE: i64 = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
