@@ -9,6 +9,7 @@ at once: used here to time the propagation), mirror_error; gauge mirror_connecte
 """
 
 import hashlib
+import random
 import re
 import statistics
 import time
@@ -208,10 +209,14 @@ def test_two_envoys_share_mappings_within_a_second(etcd, envoy_factory, backends
     rebind_b = b.counters().get("rebind", 0)
 
     # Propagation delay, one new key at a time: A's response arrives (t0) -> B's watcher
-    # counted the PUT event (t1), B's admin polled every ~5 ms.
+    # counted the PUT event (t1), B's admin polled every ~5 ms. Each key starts after a random
+    # pause: otherwise the loop would lock onto the phase of A's 100 ms write tick (a key is
+    # sent right after the previous event, i.e. just after a tick) and always wait ~100 ms.
+    rng = random.Random(6)
     delays, late = [], []
     for i in range(40):
         k = f"delay-{i}"
+        time.sleep(rng.uniform(0, 0.1))
         before = mstat(b, "mirror_event") or 0
         r = user(a, k)
         t0 = time.monotonic()
