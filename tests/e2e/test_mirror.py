@@ -272,6 +272,33 @@ def test_mappings_survive_a_restart_of_either_envoy(etcd, envoy_factory, backend
     propagated(a2, b2, backends, etcd, "after-restart", 9)
 
 
+def test_a_local_miss_is_answered_from_etcd(etcd, envoy_factory, backends):
+    """B's table holds one entry (max_entries 1): the bindings its watcher receives evict each
+    other, so B finds almost every key only by asking etcd on the request (the lookup
+    within mirror.timeout) — and still answers each from A's backend."""
+    plugin = example_plugin_json(EXAMPLE)
+    plugin["max_entries"] = 1
+    a = start_envoys(envoy_factory, etcd, n=1)[0]
+    b = envoy_factory(EXAMPLE, plugin, patch=mirror_patch(etcd.ports))
+    wait_connected([a, b])
+    bound = propagated(a, b, backends, etcd, "small", 12)
+    assert b.wait_entries(1) == 1
+    ranges_before = etcd_ranges(b)
+    assert_answers(b, backends, bound)
+    lookups = etcd_ranges(b) - ranges_before
+    assert len(bound) - 1 <= lookups <= len(bound), \
+        f"B asked etcd {lookups} times for {len(bound)} keys its one-entry table cannot hold"
+    c = b.counters()
+    assert c.get("mirror_error", 0) == 0 and c.get("error", 0) == 0, c
+
+
+def etcd_ranges(envoy):
+    """Requests Envoy made to the etcd cluster. (Calls through proxy-wasm's gRPC client have no
+    per-method stats; while B only answers, with no binding of its own to write, each one is
+    a lookup.)"""
+    return envoy.stats(r"^cluster\.etcd\.upstream_rq_total$").get("cluster.etcd.upstream_rq_total", 0)
+
+
 def test_entry_expires_in_etcd_with_its_timeout(etcd, envoy_factory, backends):
     timeout, bucket = 4.0, 1.0  # bucket = clamp(timeout / 10, 1 s, 60 s)
     plugin = dict(example_plugin_json(EXAMPLE), timeout="4s")
