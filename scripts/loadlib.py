@@ -1,20 +1,26 @@
-"""Shared helpers for the load scripts (scripts/flood.py, scripts/soak.py).
+"""Shared helpers for the load scripts (scripts/flood.py, scripts/soak.py, scripts/mirror_load.py).
 
 Builds on scripts/table_memory.py (tool resolution, the Envoy process wrapper) and adds:
 a backend Envoy with several direct_response listeners (one per "server", each answering
 with its own `x-backend` header; `/login` sets `JSESSIONID=<x-session request header>`), the
-Envoy-under-test configuration for any plugin JSON, wrk runs and their summary, readings of
-VmRSS, of the wasm linear memories (/proc/<pid>/smaps) and of /stats, output teed to a file,
-and the clean-up of every process started (also on Ctrl-C and SIGTERM).
+Envoy-under-test configuration for any plugin JSON (optionally with the `etcd` cluster of
+envoy/mirror.yaml), one etcd member on loopback and its /metrics, wrk runs and their summary,
+readings of VmRSS, CPU time, the wasm linear memories (/proc/<pid>/smaps) and of /stats,
+output teed to a file, and the clean-up of every process started (also on Ctrl-C and SIGTERM).
 Only 127.0.0.1 is used; every wait is bounded.
 """
 
+import base64
+import json
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -23,10 +29,43 @@ import table_memory as tm  # noqa: E402  (free_port, envoy_bin, wasm_path, Proc)
 
 ROOT = tm.ROOT
 LOCAL = tm.LOCAL
-free_port = tm.free_port
 envoy_bin = tm.envoy_bin
 wasm_path = tm.wasm_path
 MiB = 2 ** 20
+MIRROR_YAML = ROOT / "envoy" / "mirror.yaml"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+_HANDED_OUT = set()
+
+
+def free_port():
+    """A port free on 127.0.0.1 now, never one this run handed out before."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind((LOCAL, 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no fresh free port")
+
+
+def wait_until(pred, timeout, interval=0.1):
+    """Polls `pred` until it is true or `timeout` seconds have passed; its last value."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(interval)
+    return pred()
+
+
+def yaml_module():
+    """PyYAML (tests/requirements.txt), imported only by the scripts that need it."""
+    try:
+        import yaml
+    except ImportError:  # told at once, not as a traceback
+        sys.exit("PyYAML missing: run with .venv/bin/python (make venv) or pip install PyYAML")
+    return yaml
 
 
 # --- configurations (scripts/envoy_configs.py) ----------------------------------------------------
@@ -34,9 +73,27 @@ MiB = 2 ** 20
 backend_yaml = envoy_configs.backend_yaml
 
 
-def proxy_yaml(port, admin, backend_ports, plugin, xff_hops=None):
-    """The Envoy under test with the built module; see envoy_configs.proxy_yaml."""
-    return envoy_configs.proxy_yaml(port, admin, backend_ports, plugin, wasm_path(), xff_hops)
+def proxy_yaml(port, admin, backend_ports, plugin, xff_hops=None, etcd_port=None):
+    """The Envoy under test with the built module; see envoy_configs.proxy_yaml. With
+    `etcd_port`, the `etcd` cluster of envoy/mirror.yaml is added, its one endpoint the etcd
+    member on that port (the plugin JSON names it in "mirror": {"cluster": "etcd"})."""
+    text = envoy_configs.proxy_yaml(port, admin, backend_ports, plugin, wasm_path(), xff_hops)
+    if etcd_port is None:
+        return text
+    yaml = yaml_module()
+    doc = yaml.safe_load(text)
+    doc["static_resources"]["clusters"].append(etcd_cluster(etcd_port))
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def etcd_cluster(etcd_port, name="etcd"):
+    """The cluster `name` of envoy/mirror.yaml (HTTP/2, TCP health check), its endpoints
+    replaced by the one etcd member on 127.0.0.1:`etcd_port`."""
+    doc = yaml_module().safe_load(MIRROR_YAML.read_text())
+    (cluster,) = [c for c in doc["static_resources"]["clusters"] if c["name"] == name]
+    cluster["load_assignment"]["endpoints"] = [{"lb_endpoints": [
+        {"endpoint": {"address": {"socket_address": {"address": LOCAL, "port_value": etcd_port}}}}]}]
+    return cluster
 
 
 # --- processes --------------------------------------------------------------------------------
@@ -119,6 +176,145 @@ class Cleanup:
 
 
 stop_popen = tm.stop_popen
+
+
+# --- /proc ------------------------------------------------------------------------------------
+
+def cpu_s(pid):
+    """utime + stime of a process (all its threads), seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_bytes(pid):
+    text = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^VmRSS:\s+(\d+) kB", text, re.M).group(1)) * 1024
+
+
+# --- etcd -------------------------------------------------------------------------------------
+
+def etcd_bin():
+    return os.environ.get("ETCD_BIN") or shutil.which("etcd") or "/usr/bin/etcd"
+
+
+def etcdctl_bin():
+    return os.environ.get("ETCDCTL_BIN") or shutil.which("etcdctl") or "/usr/bin/etcdctl"
+
+
+def check_etcd_tools():
+    for tool in (etcd_bin(), etcdctl_bin()):
+        if not Path(tool).is_file():
+            sys.exit(f"{tool} not found (ETCD_BIN / ETCDCTL_BIN)")
+
+
+class Etcd:
+    """One etcd member on loopback, its data dir under `workdir`; `extra_args` are added to
+    its command line (e.g. auto-compaction flags)."""
+
+    def __init__(self, workdir, extra_args=()):
+        self.client_port = free_port()
+        self.peer_port = free_port()
+        self.url = f"http://{LOCAL}:{self.client_port}"
+        self.peer = f"http://{LOCAL}:{self.peer_port}"
+        self.data_dir = workdir / "etcd.data"
+        self.log = workdir / "etcd.log"
+        self.extra_args = list(extra_args)
+        self.proc = None
+
+    def start(self, timeout=20.0):
+        cmd = [etcd_bin(), "--name", "m0", "--data-dir", str(self.data_dir),
+               "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+               "--listen-peer-urls", self.peer, "--initial-advertise-peer-urls", self.peer,
+               "--initial-cluster", f"m0={self.peer}", "--initial-cluster-state", "new",
+               "--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn", *self.extra_args]
+        with open(self.log, "wb") as log:
+            # Own session: a Ctrl-C in the terminal reaches the script, which stops etcd.
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"etcd exited ({self.proc.returncode}):\n{self.tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as r:
+                    if json.loads(r.read()).get("health") == "true":
+                        return self
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"etcd not healthy within {timeout}s:\n{self.tail()}")
+
+    def tail(self, n=20):
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except FileNotFoundError:
+            return ""
+
+    def metrics(self):
+        """etcd's /metrics (Prometheus text): 'name{labels}' -> float."""
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as r:
+            text = r.read().decode(errors="replace")
+        out = {}
+        for line in text.splitlines():
+            if not line or line.startswith("#"):
+                continue
+            name, _, value = line.rpartition(" ")
+            try:
+                out[name] = float(value)
+            except ValueError:
+                pass
+        return out
+
+    def ctl(self, *args, timeout=30):
+        r = subprocess.run([etcdctl_bin(), "--endpoints", self.url, "--command-timeout", "20s", *args],
+                           capture_output=True, text=True, timeout=timeout, env={**os.environ, "ETCDCTL_API": "3"})
+        if r.returncode != 0:
+            raise RuntimeError(f"etcdctl {' '.join(args)}: {r.stderr.strip()}")
+        return r.stdout
+
+    def lease_count(self):
+        m = re.search(r"found (\d+) leases", self.ctl("lease", "list"))
+        return int(m.group(1)) if m else None
+
+    def range(self, prefix, **opts):
+        """A range over `prefix` through etcd's JSON gateway (POST /v3/kv/range)."""
+        end = bytearray(prefix.encode())
+        end[-1] += 1  # the prefix ends in "/": no 0xff carry
+        body = json.dumps({"key": base64.b64encode(prefix.encode()).decode(),
+                           "range_end": base64.b64encode(bytes(end)).decode(), **opts}).encode()
+        req = urllib.request.Request(f"{self.url}/v3/kv/range", data=body, method="POST",
+                                     headers={"content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
+    def key_count(self, prefix):
+        """Keys under `prefix` (etcdctl 3.4 has no --count-only)."""
+        return int(self.range(prefix, count_only=True).get("count", 0))
+
+    def sample(self, prefix):
+        """One key under `prefix` and its value, bytes (None when there is none)."""
+        kvs = self.range(prefix, limit=1).get("kvs") or []
+        if not kvs:
+            return None
+        return base64.b64decode(kvs[0]["key"]), base64.b64decode(kvs[0].get("value", ""))
+
+    def stop(self):
+        if self.proc is not None:
+            stop_popen(self.proc, signal.SIGTERM)
+
+
+def metric(m, name, **labels):
+    """Sum of the samples of `name` whose labels include `labels` (None: no such sample)."""
+    total, found = 0.0, False
+    for key, value in m.items():
+        base, _, rest = key.partition("{")
+        if base != name:
+            continue
+        if all(f'{k}="{v}"' in rest for k, v in labels.items()):
+            total += value
+            found = True
+    return total if found else None
 
 
 # --- wrk --------------------------------------------------------------------------------------

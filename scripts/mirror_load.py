@@ -34,20 +34,17 @@ process started is stopped on exit, on exceptions, Ctrl-C and SIGTERM.
 """
 
 import argparse
-import base64
 import http.client
 import json
 import os
 import platform
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -60,23 +57,19 @@ except ImportError:  # pragma: no cover - told at once, not as a traceback
 
 ROOT = ll.ROOT
 LOCAL = ll.LOCAL
-MIRROR_YAML = ROOT / "envoy" / "mirror.yaml"
+MIRROR_YAML = ll.MIRROR_YAML
 BACKEND_PY = ROOT / "tests" / "backend.py"
 PROFILE = "users"  # the profile name in envoy/mirror.yaml
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-_HANDED_OUT = set()
 
-
-def free_port():
-    """A port free on 127.0.0.1 now, never one this run handed out before."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind((LOCAL, 0))
-            port = s.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
-    raise RuntimeError("no fresh free port")
+# Shared with scripts/soak.py --mirror (scripts/loadlib.py): ports, /proc readings, etcd.
+free_port = ll.free_port
+wait_until = ll.wait_until
+cpu_s = ll.cpu_s
+rss_bytes = ll.rss_bytes
+etcd_bin = ll.etcd_bin
+etcdctl_bin = ll.etcdctl_bin
+Etcd = ll.Etcd
+metric = ll.metric
 
 
 def wait_port(port, proc, what, timeout=20.0):
@@ -90,137 +83,6 @@ def wait_port(port, proc, what, timeout=20.0):
                 return
         time.sleep(0.05)
     raise RuntimeError(f"{what}: port {port} not open after {timeout}s")
-
-
-# --- /proc ------------------------------------------------------------------------------------
-
-def cpu_s(pid):
-    """utime + stime of a process (all its threads), seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def rss_bytes(pid):
-    text = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"^VmRSS:\s+(\d+) kB", text, re.M).group(1)) * 1024
-
-
-# --- etcd -------------------------------------------------------------------------------------
-
-def etcd_bin():
-    return os.environ.get("ETCD_BIN") or shutil.which("etcd") or "/usr/bin/etcd"
-
-
-def etcdctl_bin():
-    return os.environ.get("ETCDCTL_BIN") or shutil.which("etcdctl") or "/usr/bin/etcdctl"
-
-
-class Etcd:
-    """One etcd member on loopback, its data dir under `workdir`."""
-
-    def __init__(self, workdir):
-        self.client_port = free_port()
-        self.peer_port = free_port()
-        self.url = f"http://{LOCAL}:{self.client_port}"
-        self.peer = f"http://{LOCAL}:{self.peer_port}"
-        self.data_dir = workdir / "etcd.data"
-        self.log = workdir / "etcd.log"
-        self.proc = None
-
-    def start(self, timeout=20.0):
-        cmd = [etcd_bin(), "--name", "m0", "--data-dir", str(self.data_dir),
-               "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
-               "--listen-peer-urls", self.peer, "--initial-advertise-peer-urls", self.peer,
-               "--initial-cluster", f"m0={self.peer}", "--initial-cluster-state", "new",
-               "--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn"]
-        with open(self.log, "wb") as log:
-            # Own session: a Ctrl-C in the terminal reaches the script, which stops etcd.
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"etcd exited ({self.proc.returncode}):\n{self.tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as r:
-                    if json.loads(r.read()).get("health") == "true":
-                        return self
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"etcd not healthy within {timeout}s:\n{self.tail()}")
-
-    def tail(self, n=20):
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
-        except FileNotFoundError:
-            return ""
-
-    def metrics(self):
-        """etcd's /metrics (Prometheus text): 'name{labels}' -> float."""
-        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as r:
-            text = r.read().decode(errors="replace")
-        out = {}
-        for line in text.splitlines():
-            if not line or line.startswith("#"):
-                continue
-            name, _, value = line.rpartition(" ")
-            try:
-                out[name] = float(value)
-            except ValueError:
-                pass
-        return out
-
-    def ctl(self, *args, timeout=30):
-        r = subprocess.run([etcdctl_bin(), "--endpoints", self.url, "--command-timeout", "20s", *args],
-                           capture_output=True, text=True, timeout=timeout, env={**os.environ, "ETCDCTL_API": "3"})
-        if r.returncode != 0:
-            raise RuntimeError(f"etcdctl {' '.join(args)}: {r.stderr.strip()}")
-        return r.stdout
-
-    def lease_count(self):
-        m = re.search(r"found (\d+) leases", self.ctl("lease", "list"))
-        return int(m.group(1)) if m else None
-
-    def range(self, prefix, **opts):
-        """A range over `prefix` through etcd's JSON gateway (POST /v3/kv/range)."""
-        end = bytearray(prefix.encode())
-        end[-1] += 1  # the prefix ends in "/": no 0xff carry
-        body = json.dumps({"key": base64.b64encode(prefix.encode()).decode(),
-                           "range_end": base64.b64encode(bytes(end)).decode(), **opts}).encode()
-        req = urllib.request.Request(f"{self.url}/v3/kv/range", data=body, method="POST",
-                                     headers={"content-type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return json.loads(r.read())
-
-    def key_count(self, prefix):
-        """Keys under `prefix` (etcdctl 3.4 has no --count-only)."""
-        return int(self.range(prefix, count_only=True).get("count", 0))
-
-    def sample(self, prefix):
-        """One key under `prefix` and its value, bytes (None when there is none)."""
-        kvs = self.range(prefix, limit=1).get("kvs") or []
-        if not kvs:
-            return None
-        return base64.b64decode(kvs[0]["key"]), base64.b64decode(kvs[0].get("value", ""))
-
-    def stop(self):
-        if self.proc is not None:
-            ll.stop_popen(self.proc, signal.SIGTERM)
-
-
-def metric(m, name, **labels):
-    """Sum of the samples of `name` whose labels include `labels` (None: no such sample)."""
-    total, found = 0.0, False
-    for key, value in m.items():
-        base, _, rest = key.partition("{")
-        if base != name:
-            continue
-        if all(f'{k}="{v}"' in rest for k, v in labels.items()):
-            total += value
-            found = True
-    return total if found else None
 
 
 # --- Envoy configuration, derived from envoy/mirror.yaml ----------------------------------------
@@ -249,8 +111,8 @@ def envoy_yaml(port, admin, backend_ports, etcd_port, mirror, timeout, max_entri
         {"endpoint": {"address": {"socket_address": {"address": LOCAL, "port_value": p}}}} for p in backend_ports]}]
     etcd_cluster = plugin.get("mirror", {}).get("cluster", "etcd")
     if mirror:
-        clusters[etcd_cluster]["load_assignment"]["endpoints"] = [{"lb_endpoints": [
-            {"endpoint": {"address": {"socket_address": {"address": LOCAL, "port_value": etcd_port}}}}]}]
+        sr["clusters"] = [ll.etcd_cluster(etcd_port, etcd_cluster) if c["name"] == etcd_cluster else c
+                          for c in sr["clusters"]]
     else:
         sr["clusters"] = [c for c in sr["clusters"] if c["name"] != etcd_cluster]
     return yaml.safe_dump(doc, sort_keys=False), plugin
@@ -311,15 +173,6 @@ def warm_up(port, n, tag):
 
 def persist(envoy):
     return envoy.persist(PROFILE)
-
-
-def wait_until(pred, timeout, interval=0.1):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(interval)
-    return pred()
 
 
 # --- the rounds -------------------------------------------------------------------------------
@@ -638,9 +491,7 @@ def main(argv=None):
     if args.envoys < 1 or args.duration < 1 or args.connections < args.threads:
         ap.error("need --envoys >= 1, --duration >= 1, --connections >= --threads")
     ll.check_tools()
-    for tool in (etcd_bin(), etcdctl_bin()):
-        if not Path(tool).is_file():
-            sys.exit(f"{tool} not found (ETCD_BIN / ETCDCTL_BIN)")
+    ll.check_etcd_tools()
     workdir = Path(tempfile.mkdtemp(prefix="mirror-load-"))
     print(f"envoy {ll.envoy_bin()}, module {ll.wasm_path()}, work dir {workdir}", flush=True)
     ok = False

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Soak: mixed, rate-bounded load for a long while; memory must stay flat, nothing may fail.
 
-Run by `make soak` (SOAK_SECONDS, default 600; not part of `make test`):
+Run by `make soak` (SOAK_SECONDS, default 600; not part of `make test`; ARGS passes options,
+e.g. `make soak ARGS=--mirror`), or without make:
     ENVOY_BIN=... PERSIST_WASM=target/wasm32-wasip1/release/envoy_persist.wasm \\
-        python scripts/soak.py [--seconds 600] [--interval 10] [--out FILE]
+        .venv/bin/python scripts/soak.py [--seconds 600] [--interval 10] [--out FILE] [--mirror]
+(ENVOY_BIN: `scripts/envoy-bin.sh` prints it; --mirror also needs etcd and etcdctl on PATH, or
+ETCD_BIN / ETCDCTL_BIN, and PyYAML, which .venv has.)
 
 One backend Envoy (three direct_response listeners b0, b1, b2, each answering with its
 `x-backend`; `/login` answers `Set-Cookie: JSESSIONID=<the request's x-session>`) and three
@@ -31,12 +34,41 @@ must always reach the same backend. Verdict, per Envoy:
   - no wasm VM failure: v8.active constant, every wasm.* reload/failure stat 0, no "panicked"
     in the Envoy's log; the Envoy still running.
 
+With --mirror, the tables are also mirrored through one etcd member (started like
+scripts/mirror_load.py does, with its data in the work dir and periodic auto-compaction,
+--etcd-compaction, default a retention of 1m: without compaction etcd keeps every revision of
+every key, so its db and RSS grow with the writes whatever expires):
+
+  ip, app      as above, plus "mirror": {"cluster": "etcd"} and the `etcd` cluster of
+               envoy/mirror.yaml (its one endpoint that member)
+  ip-follower  a fourth Envoy with the `ip` profile and the same mirror, without wrk: its table
+               is filled by its watcher from the `ip` Envoy's writes. Its only traffic is a
+               probe per sample: the address sent to the `ip` Envoy at the previous sample
+               (192.168.x.y, outside wrk's window) must reach the server the `ip` Envoy chose.
+
+Each sample then also reads, per mirrored Envoy, `mirror_put`, `mirror_event`, `mirror_error`,
+`mirror_connected`, and from etcd: its VmRSS, db size (total and in use, /metrics
+`etcd_mvcc_db_total_size_in_bytes`, `etcd_mvcc_db_total_size_in_use_in_bytes`), the keys under
+/persist/ip/ and /persist/app/, the leases alive. After wrk has ended, one more sample 3 s later
+(counters settled). Further checks:
+
+  - every mirrored Envoy: `mirror_connected` 1 in every sample, `mirror_error` 0 at the end;
+  - no write missed by a watcher: at the end, each watcher's `mirror_event` equals the puts of
+    its prefix (`ip`: the `ip` and `ip-follower` Envoys' `mirror_put`; `app`: its own);
+  - ip-follower: `mirror_event` rose in every interval while the `ip` Envoy was loaded; its
+    `entries` at least --track-ratio of the `ip` Envoy's in every sample of the window; every
+    probe reached the server the `ip` Envoy chose;
+  - etcd still running, no panic in its log; its VmRSS and db size in use level off: over the
+    window, the maximum of its second half at most --etcd-slack-mib above that of its first
+    half (etcd grows while keys accumulate within the leases' lifetime, then must not).
+
 Exit 1 when a check fails. Only 127.0.0.1 is used; every wait is bounded; every process
 started is stopped, also on Ctrl-C.
 """
 
 import argparse
 import http.client
+import json
 import os
 import sys
 import tempfile
@@ -146,7 +178,20 @@ PROFILES = {
     "app": ('{"name": "app", "type": "app_cookie", "timeout": "60s", "max_entries": 4000, '
             '"app_cookie": {"name": "JSESSIONID", "query_parameter": "jsessionid"}}', None),
 }
-GAUGE = {"cookie": False, "ip": True, "app": True}
+GAUGE = {"cookie": False, "ip": True, "app": True, "ip-follower": True}
+
+# --mirror: these profiles' tables go through etcd; the follower has the `ip` profile, no wrk.
+MIRRORED = ("ip", "app")
+FOLLOWER = "ip-follower"
+PROFILE_OF = {"cookie": "cookie", "ip": "ip", "app": "app", FOLLOWER: "ip"}
+ETCD_PREFIXES = ("ip", "app")  # keys under /persist/<profile>/ (the default mirror.prefix)
+
+
+def mirrored_plugin(plugin):
+    """The plugin JSON with "mirror": {"cluster": "etcd"} (prefix and timeout: defaults)."""
+    doc = json.loads(plugin)
+    doc["mirror"] = {"cluster": "etcd"}
+    return json.dumps(doc)
 
 
 def http_get(port, path, headers):
@@ -172,31 +217,73 @@ def main(argv=None):
     ap.add_argument("--rss-slack-mib", type=float, default=4.0,
                     help="growth over the window that still counts as stable")
     ap.add_argument("--out", help="also write the output to this file")
-    return L.run_with_output(ap.parse_args(argv), run)
+    ap.add_argument("--mirror", action="store_true",
+                    help="mirror the ip and app tables through one etcd member; add the ip-follower Envoy")
+    ap.add_argument("--etcd-compaction", default="1m",
+                    help="with --mirror: etcd --auto-compaction-retention (periodic mode); 0: none (default 1m)")
+    ap.add_argument("--etcd-slack-mib", type=float, default=4.0,
+                    help="with --mirror: growth of etcd's VmRSS and db size in use between the window's halves "
+                         "that still counts as levelled off")
+    ap.add_argument("--track-ratio", type=float, default=0.9,
+                    help="with --mirror: the follower's entries at least this share of the ip Envoy's")
+    args = ap.parse_args(argv)
+    if args.mirror:
+        L.check_etcd_tools()
+        L.yaml_module()
+    return L.run_with_output(args, run)
 
 
 def run(args, out):
     workdir = Path(tempfile.mkdtemp(prefix="soak-"))
     backend_ports = [L.free_port() for _ in range(3)]
-    names = list(PROFILES)
-    ports = {n: L.free_port() for n in names}
+    names = list(PROFILES)  # the Envoys driven by wrk
+    all_names = names + ([FOLLOWER] if args.mirror else [])
+    mirrored = [n for n in all_names if n in MIRRORED or n == FOLLOWER] if args.mirror else []
+    ports = {n: L.free_port() for n in all_names}
+    plugins = {n: mirrored_plugin(PROFILES[n][0]) if n in mirrored else PROFILES[n][0] for n in names}
     out(f"soak: {args.seconds:.0f} s of mixed load, sampled every {args.interval:.0f} s\n"
         f"started {L.now_utc()}\nenvoy: {L.envoy_bin()}\n"
         f"module: {L.wasm_path()} ({L.wasm_path().stat().st_size} bytes)\n"
-        f"three Envoys under test (--concurrency {args.concurrency}), each: wrk -t 1 -c {args.connections}, "
+        f"{'four' if args.mirror else 'three'} Envoys under test (--concurrency {args.concurrency}), "
+        f"{'three of them ' if args.mirror else ''}each: wrk -t 1 -c {args.connections}, "
         f"delay() {args.delay_ms} ms per request; one backend Envoy, listeners b0 b1 b2; work dir {workdir}")
     for n in names:
-        out(f"  {n:<6} {PROFILES[n][0]}")
+        out(f"  {n:<6} {plugins[n]}")
+    compaction = []
+    if args.mirror:
+        if args.etcd_compaction not in ("", "0"):
+            compaction = ["--auto-compaction-mode", "periodic", "--auto-compaction-retention", args.etcd_compaction]
+        out(f"  {FOLLOWER} the ip profile with the same mirror, no wrk: one probe per sample\n"
+            f"mirror: one etcd member ({L.etcd_bin()}, data in the work dir, "
+            f"{' '.join(compaction) or 'no auto-compaction'}); the ip, app and {FOLLOWER} Envoys "
+            f"with \"mirror\": {{\"cluster\": \"etcd\"}} and the etcd cluster of envoy/mirror.yaml")
     with L.Cleanup() as clean:
         backend = clean.add(L.Envoy("backend", lambda a: L.backend_yaml(backend_ports, a), workdir, 1))
         backend.start()
+        etcd = None
+        if args.mirror:
+            etcd = clean.add(L.Etcd(workdir, compaction))
+            etcd.start()
         envoys = {}
-        for n in names:
-            plugin, hops = PROFILES[n]
-            envoys[n] = clean.add(L.Envoy(n, lambda a, n=n, plugin=plugin, hops=hops:
-                                          L.proxy_yaml(ports[n], a, backend_ports, plugin, xff_hops=hops),
+        for n in all_names:
+            plugin, hops = PROFILES[PROFILE_OF[n]]
+            if n in mirrored:
+                plugin = mirrored_plugin(plugin)
+            etcd_port = etcd.client_port if n in mirrored else None
+            envoys[n] = clean.add(L.Envoy(n, lambda a, n=n, plugin=plugin, hops=hops, etcd_port=etcd_port:
+                                          L.proxy_yaml(ports[n], a, backend_ports, plugin, xff_hops=hops,
+                                                       etcd_port=etcd_port),
                                           workdir, args.concurrency))
             envoys[n].start()
+
+        def mstats(n):
+            return envoys[n].persist(PROFILE_OF[n])
+
+        if mirrored and not L.wait_until(lambda: all(mstats(n).get("mirror_connected", 0) == 1 for n in mirrored),
+                                         30, 0.2):
+            raise RuntimeError("mirror_connected not 1 on every mirrored Envoy within 30 s: "
+                               + ", ".join(f"{n}={mstats(n).get('mirror_connected')}" for n in mirrored)
+                               + f"\netcd log:\n{etcd.tail()}")
 
         # The steady cookie and the server it names: the probe must always reach it.
         status, probe_backend, sc = http_get(ports["cookie"], "/", {})
@@ -209,11 +296,27 @@ def run(args, out):
         lua_args = {"cookie": (args.delay_ms, steady), "ip": (args.delay_ms, 3000, 4), "app": (args.delay_ms, run_id)}
         samples = []
         probes = []
+        fprobes = []  # (address, the ip Envoy's server, the follower's status, the follower's server)
+        pending = []  # the address sent to the ip Envoy at the last sample, and its server
+        wrks = {}
         t0 = time.monotonic()
+
+        def follower_probe():
+            if pending:
+                addr, want = pending.pop()
+                st, got, _ = http_get(ports[FOLLOWER], "/probe", {"X-Forwarded-For": addr})
+                fprobes.append((addr, want, st, got))
+            k = len(samples)
+            addr = f"192.168.{k // 256 % 256}.{k % 256}"
+            st, be, _ = http_get(ports["ip"], "/probe", {"X-Forwarded-For": addr})
+            if st == 200:
+                pending.append((addr, be))
+            else:
+                fprobes.append((addr, f"(ip Envoy answered {st})", None, None))
 
         def sample():
             t = time.monotonic() - t0
-            row = {"t": t}
+            row = {"t": t, "ip_loaded": "ip" in wrks and wrks["ip"].poll() is None}
             for n, e in envoys.items():
                 if e.proc.poll() is not None:
                     raise RuntimeError(f"Envoy {n} exited:\n{e.tail()}")
@@ -222,27 +325,55 @@ def run(args, out):
                 rq = e.all_stats("^http\\.ingress_http\\.downstream_rq_total$").get(
                     "http.ingress_http.downstream_rq_total", 0)
                 row[n] = {"rss": e.rss(), "wasm": wm[1], "wasm_rss": wm[2], "vms": wm[0], "active": active,
-                          "bad": bad, "rq": rq, "stats": e.persist(n)}
+                          "bad": bad, "rq": rq, "stats": e.persist(PROFILE_OF[n])}
+            if etcd is not None:
+                if etcd.proc.poll() is not None:
+                    raise RuntimeError(f"etcd exited ({etcd.proc.returncode}):\n{etcd.tail()}")
+                m = etcd.metrics()
+                row["etcd"] = {"rss": L.rss_bytes(etcd.proc.pid), "cpu": L.cpu_s(etcd.proc.pid),
+                               "db": L.metric(m, "etcd_mvcc_db_total_size_in_bytes"),
+                               "use": L.metric(m, "etcd_mvcc_db_total_size_in_use_in_bytes"),
+                               "keys": {p: etcd.key_count(f"/persist/{p}/") for p in ETCD_PREFIXES},
+                               "leases": etcd.lease_count()}
             status, be, _ = http_get(ports["cookie"], "/probe", {"Cookie": f"persist={steady}"})
             probes.append((status, be))
+            if args.mirror:
+                follower_probe()
             samples.append(row)
             prev = samples[-2] if len(samples) > 1 else None
             cells = [f"{t:6.0f}"]
-            for n in names:
+            for n in all_names:
                 r = row[n]
                 rate = (r["rq"] - prev[n]["rq"]) / (t - prev["t"]) if prev else 0.0
                 entries = f"{r['stats'].get('entries', 0):>6}" if GAUGE[n] else f"{'-':>6}"
                 cells.append(f"{rate:6.0f} {L.mib(r['rss']):>7} {L.mib(r['wasm']):>5} {entries}")
             out(" | ".join(cells))
+            if args.mirror:
+                cells = [f"{'':6}"]
+                for n in mirrored:
+                    st = row[n]["stats"]
+                    cells.append(f"{st.get('mirror_put', 0):>8} {st.get('mirror_event', 0):>8} "
+                                 f"{st.get('mirror_error', 0):>4} {st.get('mirror_connected', 0):>4}")
+                ed = row["etcd"]
+                cells.append(f"{L.mib(ed['rss']):>7} {L.mib(ed['use']):>7} {L.mib(ed['db']):>7} "
+                             + " ".join(f"{ed['keys'][p]:>6}" for p in ETCD_PREFIXES) + f" {ed['leases']:>6}")
+                out(" | ".join(cells))
 
-        hdr = f"{'':6} | " + " | ".join(f"{n:<27}" for n in names)
+        hdr = f"{'':6} | " + " | ".join(f"{n:<27}" for n in all_names)
         out(hdr)
         out(f"{'t(s)':>6} | " + " | ".join(f"{'req/s':>6} {'RSS MiB':>7} {'wasm':>5} {'entries':>6}"
-                                            for _ in names))
+                                            for _ in all_names))
+        if args.mirror:
+            out(f"{'':6} | " + " | ".join(f"{n + ' mirror':<27}" for n in mirrored) + " | etcd (MiB; keys under "
+                + ", ".join(f"/persist/{p}/" for p in ETCD_PREFIXES) + ")")
+            out(f"{'':6} | " + " | ".join(f"{'put':>8} {'event':>8} {'err':>4} {'conn':>4}" for _ in mirrored)
+                + f" | {'VmRSS':>7} {'db use':>7} {'db':>7} " + " ".join(f"{p + '-k':>6}" for p in ETCD_PREFIXES)
+                + f" {'leases':>6}")
         sample()
-        wrks = {n: clean.add(L.start_wrk(ports[n], workdir / f"{n}.lua", workdir, f"wrk-{n}", 1,
-                                         args.connections, args.seconds, args=lua_args[n]))
-                for n in names if (workdir / f"{n}.lua").write_text(LUA_COMMON + LUA[n]) or True}
+        for n in names:
+            (workdir / f"{n}.lua").write_text(LUA_COMMON + LUA[n])
+            wrks[n] = clean.add(L.start_wrk(ports[n], workdir / f"{n}.lua", workdir, f"wrk-{n}", 1,
+                                            args.connections, args.seconds, args=lua_args[n]))
         next_t = t0 + args.interval
         deadline = t0 + args.seconds + 60
         while True:
@@ -256,8 +387,16 @@ def run(args, out):
                 for w in wrks.values():
                     L.stop_popen(w)
                 break
+        if args.mirror:
+            time.sleep(3.0)  # counters are flushed once a second, writes every 100 ms
+            sample()
         wrk_sum = {n: L.wrk_summary((workdir / f"wrk-{n}.out").read_text(errors="replace")) for n in names}
         log_bad = {n: L.log_problems(e) for n, e in envoys.items()}
+        etcd_log_bad = []
+        if etcd is not None:
+            etcd_log_bad = [ln for ln in etcd.log.read_text(errors="replace").splitlines()
+                            if "panic" in ln.lower() or '"level":"fatal"' in ln]
+            etcd_alive = etcd.proc.poll() is None
 
     # --- verdict --------------------------------------------------------------------------------
     checks = []
@@ -273,13 +412,16 @@ def run(args, out):
     slack = args.rss_slack_mib * L.MiB
     out(f"\nstability window: the last {window:.0f} s (t={win[0]['t']:.0f}s .. {end_t:.0f}s), "
         f"slack {args.rss_slack_mib} MiB")
-    for n in names:
-        w = wrk_sum[n]
+    for n in all_names:
         first, last = samples[0][n], samples[-1][n]
         base = win[0][n]
-        out(f"\n{n}: wrk {w['requests']} requests in {w['seconds'] or 0:.1f}s "
-            f"({(w['requests'] or 0) / (w['seconds'] or 1):,.0f}/s), non-2xx {w['non2xx']}, "
-            f"socket errors: {w['socket_detail']}")
+        if n in wrk_sum:
+            w = wrk_sum[n]
+            out(f"\n{n}: wrk {w['requests']} requests in {w['seconds'] or 0:.1f}s "
+                f"({(w['requests'] or 0) / (w['seconds'] or 1):,.0f}/s), non-2xx {w['non2xx']}, "
+                f"socket errors: {w['socket_detail']}")
+        else:
+            out(f"\n{n}: no wrk; {last['rq']} requests (probes)")
         out(f"  stats at the end: {last['stats']}")
         peak_all = max(s[n]["rss"] for s in samples)
         out(f"  VmRSS: start {L.mib(first['rss'])}, window start {L.mib(base['rss'])}, end {L.mib(last['rss'])}, "
@@ -296,14 +438,83 @@ def run(args, out):
         check(w_end <= slack and w_max <= slack,
               f"{n}: wasm linear memory stable over the window: end {w_end / L.MiB:+.1f} MiB, "
               f"max {w_max / L.MiB:+.1f} MiB (whole run {(last['wasm'] - first['wasm']) / L.MiB:+.1f} MiB)")
-        check(w["requests"] is not None and w["non2xx"] == 0 and w["socket_errors"] == 0,
-              f"{n}: non-2xx {w['non2xx']}, socket errors {w['socket_errors']}")
+        if n in wrk_sum:
+            check(w["requests"] is not None and w["non2xx"] == 0 and w["socket_errors"] == 0,
+                  f"{n}: non-2xx {w['non2xx']}, socket errors {w['socket_errors']}")
         check(last["stats"].get("error", 0) == 0, f"{n}: `error` counter {last['stats'].get('error', 0)}")
         actives = sorted({s[n]["active"] for s in samples})
         bad = last["bad"]
         check(len(actives) == 1 and not bad and not log_bad[n],
               f"{n}: wasm VMs: v8.active {actives}, reload/failure stats {bad or 'all 0'}, "
               f"log problems {len(log_bad[n])}" + (f" e.g. {log_bad[n][0][:200]}" if log_bad[n] else ""))
+        if n in mirrored:
+            st = last["stats"]
+            conns = [s[n]["stats"].get("mirror_connected", 0) for s in samples]
+            out(f"  mirror at the end: put {st.get('mirror_put', 0)}, event {st.get('mirror_event', 0)}, "
+                f"error {st.get('mirror_error', 0)}, connected {st.get('mirror_connected', 0)}")
+            check(all(c == 1 for c in conns),
+                  f"{n}: mirror_connected 1 in every sample: {sum(c == 1 for c in conns)}/{len(conns)}"
+                  + ("" if all(c == 1 for c in conns) else f" (values {sorted(set(conns))})"))
+            check(st.get("mirror_error", 0) == 0, f"{n}: mirror_error {st.get('mirror_error', 0)}")
+            # The puts of this Envoy's prefix: every Envoy writing under it.
+            writers = [m for m in mirrored if PROFILE_OF[m] == PROFILE_OF[n]]
+            puts = sum(last_m.get("mirror_put", 0) for last_m in (samples[-1][m]["stats"] for m in writers))
+            ev = st.get("mirror_event", 0)
+            check(ev == puts and puts > 0,
+                  f"{n}: mirror_event {ev} = puts under /persist/{PROFILE_OF[n]}/ {puts} "
+                  f"({' + '.join(writers)}; difference {ev - puts:+d})")
+
+    if args.mirror:
+        out(f"\n{FOLLOWER} vs ip:")
+        loaded = [(a, b) for a, b in zip(samples, samples[1:]) if b["ip_loaded"]]
+        flat = [f"t={b['t']:.0f}s" for a, b in loaded
+                if b[FOLLOWER]["stats"].get("mirror_event", 0) <= a[FOLLOWER]["stats"].get("mirror_event", 0)]
+        deltas = [b[FOLLOWER]["stats"].get("mirror_event", 0) - a[FOLLOWER]["stats"].get("mirror_event", 0)
+                  for a, b in loaded]
+        check(bool(loaded) and not flat,
+              f"{FOLLOWER}: mirror_event rose in {len(loaded) - len(flat)}/{len(loaded)} intervals under load "
+              f"(per interval min {min(deltas, default=0)}, max {max(deltas, default=0)})"
+              + (f"; not at {', '.join(flat[:10])}" if flat else ""))
+        ratios = [(s["t"], s[FOLLOWER]["stats"].get("entries", 0), s["ip"]["stats"].get("entries", 0)) for s in win]
+        low = [(t, f, i) for t, f, i in ratios if f < args.track_ratio * i]
+        whole = [s[FOLLOWER]["stats"].get("entries", 0) / max(1, s["ip"]["stats"].get("entries", 0))
+                 for s in samples if s["ip_loaded"]]
+        out(f"  entries (follower/ip) over the whole load: min {min(whole, default=0):.3f}, "
+            f"max {max(whole, default=0):.3f}")
+        check(not low, f"{FOLLOWER}: entries at least {args.track_ratio:.0%} of the ip Envoy's in "
+                       f"{len(ratios) - len(low)}/{len(ratios)} samples of the window "
+                       f"(follower/ip: {', '.join(f'{f}/{i}' for _, f, i in ratios[:3])} ... "
+                       f"{', '.join(f'{f}/{i}' for _, f, i in ratios[-2:])})"
+              + (f"; below at {', '.join(f't={t:.0f}s {f}/{i}' for t, f, i in low[:5])}" if low else ""))
+        good = sum(1 for _, want, st, got in fprobes if st == 200 and got == want)
+        check(bool(fprobes) and good == len(fprobes),
+              f"{FOLLOWER}: an address bound by the ip Envoy reached the same server through the follower "
+              f"{good}/{len(fprobes)} times"
+              + "".join(f"; {a}: ip {want}, follower {st} {got}" for a, want, st, got in fprobes
+                        if not (st == 200 and got == want))[:600])
+
+        out("\netcd:")
+        E = [s["etcd"] for s in samples]
+        Ew = [s["etcd"] for s in win]
+        half = len(Ew) // 2
+        out(f"  VmRSS: start {L.mib(E[0]['rss'])}, window start {L.mib(Ew[0]['rss'])}, end {L.mib(E[-1]['rss'])}, "
+            f"max {L.mib(max(e['rss'] for e in E))} MiB; CPU {E[-1]['cpu'] - E[0]['cpu']:.1f} s")
+        out(f"  db size in use: start {L.mib(E[0]['use'])}, window start {L.mib(Ew[0]['use'])}, "
+            f"end {L.mib(E[-1]['use'])}, max {L.mib(max(e['use'] for e in E))} MiB; "
+            f"db total: start {L.mib(E[0]['db'])}, end {L.mib(E[-1]['db'])} MiB")
+        for p in ETCD_PREFIXES:
+            out(f"  keys under /persist/{p}/: window start {Ew[0]['keys'][p]}, end {E[-1]['keys'][p]}, "
+                f"max {max(e['keys'][p] for e in E)}")
+        out(f"  leases alive: max {max(e['leases'] or 0 for e in E)}, end {E[-1]['leases']}")
+        eslack = args.etcd_slack_mib * L.MiB
+        for key, what in (("rss", "VmRSS"), ("use", "db size in use")):
+            a, b = max(e[key] for e in Ew[:half]), max(e[key] for e in Ew[half:])
+            check(half > 0 and b - a <= eslack,
+                  f"etcd: {what} levelled off: max of the window's second half {L.mib(b)} MiB, of its first half "
+                  f"{L.mib(a)} MiB ({(b - a) / L.MiB:+.1f} MiB; slack {args.etcd_slack_mib} MiB)")
+        check(etcd_alive and not etcd_log_bad,
+              f"etcd: running at the end {etcd_alive}, panics in its log {len(etcd_log_bad)}"
+              + (f" e.g. {etcd_log_bad[0][:200]}" if etcd_log_bad else ""))
     kept = sum(1 for st, be in probes if st == 200 and be == probe_backend)
     out("")
     check(kept == len(probes), f"cookie: the steady cookie's probe reached {probe_backend} {kept}/{len(probes)} times")
