@@ -49,7 +49,9 @@ every key, so its db and RSS grow with the writes whatever expires):
 Each sample then also reads, per mirrored Envoy, `mirror_put`, `mirror_event`, `mirror_error`,
 `mirror_connected`, and from etcd: its VmRSS, db size (total and in use, /metrics
 `etcd_mvcc_db_total_size_in_bytes`, `etcd_mvcc_db_total_size_in_use_in_bytes`), the keys under
-/persist/ip/ and /persist/app/, the leases alive. After wrk has ended, one more sample 3 s later
+/persist/ip/ and /persist/app/, the leases alive, the revisions kept, its Go heap in use and raft
+entries applied; the verdict also shows each mirrored Envoy's `cluster.etcd.*` request, timeout and
+reset stats (Envoy keeps none per gRPC method). After wrk has ended, one more sample 3 s later
 (counters settled). Further checks:
 
   - every mirrored Envoy: `mirror_connected` 1 in every sample, `mirror_error` 0 at the end;
@@ -61,6 +63,11 @@ Each sample then also reads, per mirrored Envoy, `mirror_put`, `mirror_event`, `
   - etcd still running, no panic in its log; its VmRSS and db size in use level off: over the
     window, the maximum of its second half at most --etcd-slack-mib above that of its first
     half (etcd grows while keys accumulate within the leases' lifetime, then must not).
+    etcd also keeps its raft log in memory until a snapshot, every --snapshot-count entries
+    (etcd's default 100,000: about 40 minutes of this load, ~42 entries/s). With that default its
+    VmRSS (and Go heap) kept rising through 600 s runs (25 -> 79 MiB) while keys, leases and the
+    db in use were flat; with --etcd-snapshot-count 2000 it levelled off at ~58 MiB from ~210 s.
+    So --mirror runs etcd with --snapshot-count 2000 by default (0: etcd's own default).
 
 Exit 1 when a check fails. Only 127.0.0.1 is used; every wait is bounded; every process
 started is stopped, also on Ctrl-C.
@@ -70,6 +77,7 @@ import argparse
 import http.client
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -194,6 +202,21 @@ def mirrored_plugin(plugin):
     return json.dumps(doc)
 
 
+ETCD_CALL_STATS = re.compile(
+    r"^(upstream_rq_(total|[2-5]xx|timeout|per_try_timeout|rx_reset|tx_reset|cancelled|pending_overflow"
+    r"|pending_failure_eject)|upstream_cx_(total|connect_fail|connect_timeout|destroy_(local|remote)_with_active_rq"
+    r"|overflow|protocol_error)|health_check\.failure|http2\.(rx_reset|tx_reset|stream_refused_errors))$")
+
+
+def etcd_call_stats(envoy):
+    """The Envoy's stats of its `etcd` cluster that tell its calls to etcd and their failures
+    (requests by class, timeouts, resets, connections; Envoy keeps no per-gRPC-method stats for
+    these calls): short names, only the non-zero ones."""
+    pre = "cluster.etcd."
+    return {k[len(pre):]: v for k, v in envoy.all_stats("^cluster\\.etcd\\.").items()
+            if v and ETCD_CALL_STATS.match(k[len(pre):])}
+
+
 def http_get(port, path, headers):
     c = http.client.HTTPConnection(L.LOCAL, port, timeout=5)
     try:
@@ -221,6 +244,9 @@ def main(argv=None):
                     help="mirror the ip and app tables through one etcd member; add the ip-follower Envoy")
     ap.add_argument("--etcd-compaction", default="1m",
                     help="with --mirror: etcd --auto-compaction-retention (periodic mode); 0: none (default 1m)")
+    ap.add_argument("--etcd-snapshot-count", type=int, default=2000,
+                    help="with --mirror: etcd --snapshot-count (default 2000; 0: etcd's default, 100000); etcd keeps "
+                         "its raft log in memory until a snapshot")
     ap.add_argument("--etcd-slack-mib", type=float, default=4.0,
                     help="with --mirror: growth of etcd's VmRSS and db size in use between the window's halves "
                          "that still counts as levelled off")
@@ -249,20 +275,22 @@ def run(args, out):
         f"delay() {args.delay_ms} ms per request; one backend Envoy, listeners b0 b1 b2; work dir {workdir}")
     for n in names:
         out(f"  {n:<6} {plugins[n]}")
-    compaction = []
+    etcd_args = []
     if args.mirror:
         if args.etcd_compaction not in ("", "0"):
-            compaction = ["--auto-compaction-mode", "periodic", "--auto-compaction-retention", args.etcd_compaction]
+            etcd_args = ["--auto-compaction-mode", "periodic", "--auto-compaction-retention", args.etcd_compaction]
+        if args.etcd_snapshot_count:
+            etcd_args += ["--snapshot-count", str(args.etcd_snapshot_count)]
         out(f"  {FOLLOWER} the ip profile with the same mirror, no wrk: one probe per sample\n"
             f"mirror: one etcd member ({L.etcd_bin()}, data in the work dir, "
-            f"{' '.join(compaction) or 'no auto-compaction'}); the ip, app and {FOLLOWER} Envoys "
+            f"{' '.join(etcd_args) or 'no extra flags: no auto-compaction'}); the ip, app and {FOLLOWER} Envoys "
             f"with \"mirror\": {{\"cluster\": \"etcd\"}} and the etcd cluster of envoy/mirror.yaml")
     with L.Cleanup() as clean:
         backend = clean.add(L.Envoy("backend", lambda a: L.backend_yaml(backend_ports, a), workdir, 1))
         backend.start()
         etcd = None
         if args.mirror:
-            etcd = clean.add(L.Etcd(workdir, compaction))
+            etcd = clean.add(L.Etcd(workdir, etcd_args))
             etcd.start()
         envoys = {}
         for n in all_names:
@@ -326,6 +354,8 @@ def run(args, out):
                     "http.ingress_http.downstream_rq_total", 0)
                 row[n] = {"rss": e.rss(), "wasm": wm[1], "wasm_rss": wm[2], "vms": wm[0], "active": active,
                           "bad": bad, "rq": rq, "stats": e.persist(PROFILE_OF[n])}
+                if n in mirrored:  # Envoy's side of the etcd calls: which ones failed, when
+                    row[n]["etcd_cluster"] = etcd_call_stats(e)
             if etcd is not None:
                 if etcd.proc.poll() is not None:
                     raise RuntimeError(f"etcd exited ({etcd.proc.returncode}):\n{etcd.tail()}")
@@ -334,7 +364,16 @@ def run(args, out):
                                "db": L.metric(m, "etcd_mvcc_db_total_size_in_bytes"),
                                "use": L.metric(m, "etcd_mvcc_db_total_size_in_use_in_bytes"),
                                "keys": {p: etcd.key_count(f"/persist/{p}/") for p in ETCD_PREFIXES},
-                               "leases": etcd.lease_count()}
+                               "leases": etcd.lease_count(),
+                               "rev": L.metric(m, "etcd_debugging_mvcc_current_revision"),
+                               "compacted": L.metric(m, "etcd_debugging_mvcc_compact_revision"),
+                               "compactions": L.metric(m, "etcd_debugging_mvcc_db_compaction_total_duration_milliseconds_count"),
+                               "slow_watchers": L.metric(m, "etcd_debugging_mvcc_slow_watcher_total"),
+                               "heap": L.metric(m, "go_memstats_heap_inuse_bytes"),
+                               "goroutines": L.metric(m, "go_goroutines"),
+                               "watchers": L.metric(m, "etcd_debugging_mvcc_watcher_total"),
+                               "applied": L.metric(m, "etcd_server_proposals_applied_total"),
+                               "snapshots": L.metric(m, "etcd_debugging_snap_save_total_duration_seconds_count")}
             status, be, _ = http_get(ports["cookie"], "/probe", {"Cookie": f"persist={steady}"})
             probes.append((status, be))
             if args.mirror:
@@ -356,7 +395,8 @@ def run(args, out):
                                  f"{st.get('mirror_error', 0):>4} {st.get('mirror_connected', 0):>4}")
                 ed = row["etcd"]
                 cells.append(f"{L.mib(ed['rss']):>7} {L.mib(ed['use']):>7} {L.mib(ed['db']):>7} "
-                             + " ".join(f"{ed['keys'][p]:>6}" for p in ETCD_PREFIXES) + f" {ed['leases']:>6}")
+                             + " ".join(f"{ed['keys'][p]:>6}" for p in ETCD_PREFIXES) + f" {ed['leases']:>6} "
+                             f"{ed['rev'] - max(ed['compacted'], 0):>7.0f} {L.mib(ed['heap']):>6} {ed['applied']:>7.0f}")
                 out(" | ".join(cells))
 
         hdr = f"{'':6} | " + " | ".join(f"{n:<27}" for n in all_names)
@@ -368,7 +408,9 @@ def run(args, out):
                 + ", ".join(f"/persist/{p}/" for p in ETCD_PREFIXES) + ")")
             out(f"{'':6} | " + " | ".join(f"{'put':>8} {'event':>8} {'err':>4} {'conn':>4}" for _ in mirrored)
                 + f" | {'VmRSS':>7} {'db use':>7} {'db':>7} " + " ".join(f"{p + '-k':>6}" for p in ETCD_PREFIXES)
-                + f" {'leases':>6}")
+                + f" {'leases':>6} {'revs':>7} {'heap':>6} {'raft':>7}")
+            out(f"{'':6}   (revs: the revisions etcd keeps, current minus compacted; heap: Go heap in use, MiB; "
+                f"raft: entries applied)")
         sample()
         for n in names:
             (workdir / f"{n}.lua").write_text(LUA_COMMON + LUA[n])
@@ -455,7 +497,12 @@ def run(args, out):
             check(all(c == 1 for c in conns),
                   f"{n}: mirror_connected 1 in every sample: {sum(c == 1 for c in conns)}/{len(conns)}"
                   + ("" if all(c == 1 for c in conns) else f" (values {sorted(set(conns))})"))
-            check(st.get("mirror_error", 0) == 0, f"{n}: mirror_error {st.get('mirror_error', 0)}")
+            calls = last["etcd_cluster"]
+            out(f"  Envoy's etcd cluster at the end: " + ", ".join(f"{k} {v}" for k, v in sorted(calls.items())))
+            errs = [(s["t"], s[n]["stats"].get("mirror_error", 0)) for s in samples]
+            rises = [f"t={t:.0f}s +{b - a}" for (_, a), (t, b) in zip(errs, errs[1:]) if b > a]
+            check(st.get("mirror_error", 0) == 0, f"{n}: mirror_error {st.get('mirror_error', 0)}"
+                  + (f" (rose by: {', '.join(rises[:10])})" if rises else ""))
             # The puts of this Envoy's prefix: every Envoy writing under it.
             writers = [m for m in mirrored if PROFILE_OF[m] == PROFILE_OF[n]]
             puts = sum(last_m.get("mirror_put", 0) for last_m in (samples[-1][m]["stats"] for m in writers))
@@ -506,6 +553,14 @@ def run(args, out):
             out(f"  keys under /persist/{p}/: window start {Ew[0]['keys'][p]}, end {E[-1]['keys'][p]}, "
                 f"max {max(e['keys'][p] for e in E)}")
         out(f"  leases alive: max {max(e['leases'] or 0 for e in E)}, end {E[-1]['leases']}")
+        out(f"  revisions: current {E[-1]['rev']:.0f}, compacted up to {E[-1]['compacted']:.0f} "
+            f"({E[-1]['compactions']:.0f} compactions); slow watchers {E[-1]['slow_watchers']:.0f}")
+        out(f"  Go heap in use: start {L.mib(E[0]['heap'])}, window start {L.mib(Ew[0]['heap'])}, "
+            f"end {L.mib(E[-1]['heap'])}, max {L.mib(max(e['heap'] for e in E))} MiB; goroutines "
+            f"{E[0]['goroutines']:.0f} -> {Ew[0]['goroutines']:.0f} -> {E[-1]['goroutines']:.0f}; watchers "
+            f"{E[-1]['watchers']:.0f}; raft entries applied {E[-1]['applied']:.0f}, snapshots "
+            f"{E[-1]['snapshots']:.0f} (etcd keeps its raft log in memory up to a snapshot, every "
+            f"--snapshot-count entries: {args.etcd_snapshot_count or 'its default, 100000'})")
         eslack = args.etcd_slack_mib * L.MiB
         for key, what in (("rss", "VmRSS"), ("use", "db size in use")):
             a, b = max(e[key] for e in Ew[:half]), max(e[key] for e in Ew[half:])
