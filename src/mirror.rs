@@ -41,19 +41,16 @@ enum Pending {
     Range,
 }
 
-/// One per worker VM.
+/// One per worker VM, only with `mirror`.
 pub struct Driver {
     profile: Rc<Profile>,
+    setup: Rc<Setup>,
     worker: Rc<RefCell<Worker>>,
     me: u64,
     follower: Follower,
     holding: bool,
     calls: Vec<(u32, Pending)>,
     stream: Option<u32>,
-}
-
-fn setup(profile: &Profile) -> Option<&Setup> {
-    profile.mirror.as_ref()
 }
 
 fn bump(metric: u32, n: u64) {
@@ -63,11 +60,16 @@ fn bump(metric: u32, n: u64) {
 }
 
 impl Driver {
-    pub fn new(profile: Rc<Profile>, worker: Rc<RefCell<Worker>>, me: u64) -> Driver {
-        let keys = setup(&profile).map(|s| s.keys.clone());
+    pub fn new(
+        profile: Rc<Profile>,
+        setup: Rc<Setup>,
+        worker: Rc<RefCell<Worker>>,
+        me: u64,
+    ) -> Driver {
         Driver {
-            follower: Follower::new(keys.unwrap_or_else(|| KeySpace::new("", ""))),
+            follower: Follower::new(setup.keys.clone()),
             profile,
+            setup,
             worker,
             me,
             holding: false,
@@ -77,24 +79,17 @@ impl Driver {
     }
 
     fn error(&self) {
-        if let Some(s) = setup(&self.profile) {
-            bump(s.error, 1);
-        }
+        bump(self.setup.error, 1);
     }
 
     fn set_connected(&self, up: bool) {
-        if let Some(s) = setup(&self.profile) {
-            let _ = host::set_gauge(s.connected, u64::from(up));
-        }
+        let _ = host::set_gauge(self.setup.connected, u64::from(up));
     }
 
     /// The worker's tick: hold (or try to take) the watcher role, start a load when due,
     /// and send the outbox.
     pub fn tick(&mut self, now_ms: u64) {
-        let Some(s) = setup(&self.profile) else {
-            return;
-        };
-        match role::hold(&HostStore, &s.role_key, self.me, now_ms) {
+        match role::hold(&HostStore, &self.setup.role_key, self.me, now_ms) {
             Ok(true) => {
                 self.holding = true;
                 if let Some(req) = self.follower.start(now_ms) {
@@ -108,7 +103,7 @@ impl Driver {
                     if let Some(t) = self.stream.take() {
                         host::grpc_cancel_stream(t);
                     }
-                    self.follower = Follower::new(s.keys.clone());
+                    self.follower = Follower::new(self.setup.keys.clone());
                 }
             }
         }
@@ -116,10 +111,7 @@ impl Driver {
     }
 
     fn call(&mut self, what: Pending, service: &str, method: &str, req: &[u8], now_ms: u64) {
-        let Some(s) = setup(&self.profile) else {
-            return;
-        };
-        match host::grpc_call(&s.service, service, method, req, CALL_TIMEOUT) {
+        match host::grpc_call(&self.setup.service, service, method, req, CALL_TIMEOUT) {
             Ok(token) => self.calls.push((token, what)),
             Err(_) => {
                 self.error();
@@ -179,9 +171,7 @@ impl Driver {
                         .map_or(0, |wr| wr.put_done(body.is_some(), now_ms)),
                     Err(_) => 0,
                 };
-                if let Some(s) = setup(&self.profile) {
-                    bump(s.put, n as u64);
-                }
+                bump(self.setup.put, n as u64);
                 if n > 0 {
                     self.write(now_ms);
                 }
@@ -206,10 +196,7 @@ impl Driver {
     }
 
     fn open_watch(&mut self, req: &[u8], now_ms: u64) {
-        let Some(s) = setup(&self.profile) else {
-            return;
-        };
-        match host::grpc_stream(&s.service, WATCH, "Watch", req) {
+        match host::grpc_stream(&self.setup.service, WATCH, "Watch", req) {
             Ok(token) => self.stream = Some(token),
             Err(_) => {
                 self.error();
@@ -228,9 +215,7 @@ impl Driver {
         if update.connected {
             self.set_connected(true);
         }
-        if let Some(s) = setup(&self.profile) {
-            bump(s.event, update.events);
-        }
+        bump(self.setup.event, update.events);
         self.apply(&update.records, now_ms);
         if update.lost {
             if let Some(t) = self.stream.take() {

@@ -43,7 +43,7 @@ pub struct Profile {
     /// The `entries` gauge (locally stored types).
     entries_gauge: Option<u32>,
     /// SPEC 2.4, when configured.
-    pub mirror: Option<mirror::Setup>,
+    pub mirror: Option<Rc<mirror::Setup>>,
 }
 
 /// Mutable per-worker state shared by the root and the HTTP contexts of one VM.
@@ -133,23 +133,6 @@ fn prepare(json: &[u8]) -> Result<(Profile, Worker), String> {
             Timeouts::new(config.timeout, config.absolute_timeout),
         )
     });
-    let mut metrics = Vec::new();
-    for c in Counter::ALL {
-        let name = stats::metric_name(&config.name, c);
-        let id = host::define_counter(&name)
-            .map_err(|s| format!("name: cannot define stat {name}: {s:?}"))?;
-        metrics.push((c, id));
-    }
-    let entries_gauge = match table {
-        Some(_) => {
-            let name = stats::gauge_name(&config.name);
-            Some(
-                host::define_gauge(&name)
-                    .map_err(|s| format!("name: cannot define stat {name}: {s:?}"))?,
-            )
-        }
-        None => None,
-    };
     let define = |name: String, gauge: bool| {
         let r = if gauge {
             host::define_gauge(&name)
@@ -158,8 +141,16 @@ fn prepare(json: &[u8]) -> Result<(Profile, Worker), String> {
         };
         r.map_err(|s| format!("name: cannot define stat {name}: {s:?}"))
     };
+    let mut metrics = Vec::new();
+    for c in Counter::ALL {
+        metrics.push((c, define(stats::metric_name(&config.name, c), false)?));
+    }
+    let entries_gauge = match table {
+        Some(_) => Some(define(stats::gauge_name(&config.name), true)?),
+        None => None,
+    };
     let mirror = match &config.mirror {
-        Some(m) => Some(mirror::Setup {
+        Some(m) => Some(Rc::new(mirror::Setup {
             keys: KeySpace::new(&m.prefix, &config.name),
             service: String::from_utf8(grpc_service(&m.cluster))
                 .map_err(|_| "mirror.cluster: name too long".to_string())?,
@@ -169,7 +160,7 @@ fn prepare(json: &[u8]) -> Result<(Profile, Worker), String> {
             event: define(stats::named(&config.name, stats::MIRROR_EVENT), false)?,
             error: define(stats::named(&config.name, stats::MIRROR_ERROR), false)?,
             connected: define(stats::named(&config.name, stats::MIRROR_CONNECTED), true)?,
-        }),
+        })),
         None => None,
     };
     let writer = match (&mirror, &table) {
@@ -283,14 +274,15 @@ impl RootContext for PersistRoot {
                 };
                 let profile = Rc::new(profile);
                 let worker = Rc::new(RefCell::new(worker));
-                self.driver = match profile.mirror {
-                    Some(_) => {
+                self.driver = match &profile.mirror {
+                    Some(setup) => {
                         let mut id = [0u8; 8];
                         if !host::random(&mut id) {
                             return fail("mirror: no randomness for a worker id");
                         }
                         Some(Driver::new(
                             profile.clone(),
+                            setup.clone(),
                             worker.clone(),
                             u64::from_le_bytes(id),
                         ))

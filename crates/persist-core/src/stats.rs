@@ -45,7 +45,7 @@ impl Counter {
 
 /// The metric name of `counter` in profile `profile`.
 pub fn metric_name(profile: &str, counter: Counter) -> String {
-    format!("persist.{profile}.{}", counter.name())
+    named(profile, counter.name())
 }
 
 /// The gauge of live table entries (locally stored types), named like the counters.
@@ -53,7 +53,7 @@ pub const ENTRIES: &str = "entries";
 
 /// The metric name of the `entries` gauge in profile `profile`.
 pub fn gauge_name(profile: &str) -> String {
-    format!("persist.{profile}.{ENTRIES}")
+    named(profile, ENTRIES)
 }
 
 /// The mirror's stats (SPEC 2.4), named like the counters: counters of keys acknowledged
@@ -64,7 +64,7 @@ pub const MIRROR_EVENT: &str = "mirror_event";
 pub const MIRROR_ERROR: &str = "mirror_error";
 pub const MIRROR_CONNECTED: &str = "mirror_connected";
 
-/// The metric name of stat `stat` in profile `profile`.
+/// The metric name of any stat `stat` of profile `profile`: `persist.<profile>.<stat>`.
 pub fn named(profile: &str, stat: &str) -> String {
     format!("persist.{profile}.{stat}")
 }

@@ -8,7 +8,7 @@ use super::backoff::Backoff;
 use super::lease::{Buckets, Leases, MIN_TTL_S};
 use super::proto::{LeaseGrantRequest, LeaseGrantResponse, PutRequest, RequestOp, TxnRequest};
 use super::record::{encode_value, KeySpace, Record};
-use crate::table::entry::{Entry, Timeouts};
+use crate::table::entry::Timeouts;
 use prost::Message;
 use std::collections::HashMap;
 
@@ -65,15 +65,9 @@ impl Writer {
 
     /// Queues a changed binding; `false` when the outbox is full and it was dropped.
     pub fn queue(&mut self, record: Record) -> bool {
-        let entry = Entry {
-            fingerprint: 0,
-            server: record.server,
-            created: record.created,
-            last_use: record.last_use,
-        };
         let pending = Pending {
             record,
-            expires_at_s: entry.expires_at(&self.timeouts),
+            expires_at_s: self.timeouts.expires_at(record.created, record.last_use),
         };
         if self.outbox.len() >= OUTBOX_CAP && !self.outbox.contains_key(&record.digest) {
             return false;

@@ -59,11 +59,7 @@ impl Entry {
 
     /// The second (Unix time) from which this entry no longer counts.
     pub fn expires_at(&self, timeouts: &Timeouts) -> u64 {
-        let idle = u64::from(self.last_use).saturating_add(timeouts.idle_s);
-        match timeouts.absolute_s {
-            Some(abs) => idle.min(u64::from(self.created).saturating_add(abs)),
-            None => idle,
-        }
+        timeouts.expires_at(self.created, self.last_use)
     }
 
     pub fn is_expired(&self, timeouts: &Timeouts, now_s: u32) -> bool {
@@ -86,6 +82,16 @@ impl Timeouts {
         Timeouts {
             idle_s: secs(idle),
             absolute_s: absolute.map(secs),
+        }
+    }
+
+    /// The second (Unix time) from which a binding created and last used at these times
+    /// no longer counts.
+    pub fn expires_at(&self, created: u32, last_use: u32) -> u64 {
+        let idle = u64::from(last_use).saturating_add(self.idle_s);
+        match self.absolute_s {
+            Some(abs) => idle.min(u64::from(created).saturating_add(abs)),
+            None => idle,
         }
     }
 
