@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,19 +33,8 @@ wasm_path = tm.wasm_path
 MiB = 2 ** 20
 MIRROR_YAML = ROOT / "envoy" / "mirror.yaml"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-_HANDED_OUT = set()
-
-
-def free_port():
-    """A port free on 127.0.0.1 now, never one this run handed out before."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind((LOCAL, 0))
-            port = s.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
-    raise RuntimeError("no fresh free port")
+free_port = tm.free_port
+rss_bytes = tm.rss_bytes
 
 
 def wait_until(pred, timeout, interval=0.1):
@@ -187,11 +175,6 @@ def cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def rss_bytes(pid):
-    text = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"^VmRSS:\s+(\d+) kB", text, re.M).group(1)) * 1024
-
-
 # --- etcd -------------------------------------------------------------------------------------
 
 def etcd_bin():
@@ -246,10 +229,7 @@ class Etcd:
         raise RuntimeError(f"etcd not healthy within {timeout}s:\n{self.tail()}")
 
     def tail(self, n=20):
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
-        except FileNotFoundError:
-            return ""
+        return tm.log_tail(self.log, n)
 
     def metrics(self):
         """etcd's /metrics (Prometheus text): 'name{labels}' -> float."""

@@ -59,10 +59,33 @@ def stop_popen(p, sig=signal.SIGINT, timeout=15):
             p.wait(timeout=10)
 
 
+_HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind((LOCAL, 0))
-        return s.getsockname()[1]
+    """A port free on 127.0.0.1 now, never one this run handed out before."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind((LOCAL, 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no fresh free port")
+
+
+def rss_bytes(pid):
+    """VmRSS of a process, bytes."""
+    text = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^VmRSS:\s+(\d+) kB", text, re.M).group(1)) * 1024
+
+
+def log_tail(path, n):
+    """The last `n` lines of a log file ("" while it does not exist)."""
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-n:])
+    except FileNotFoundError:
+        return ""
 
 
 def envoy_bin():
@@ -138,14 +161,10 @@ class Proc:
             c.close()
 
     def tail(self, n=30):
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
-        except FileNotFoundError:
-            return ""
+        return log_tail(self.log, n)
 
     def rss(self):
-        text = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return int(re.search(r"^VmRSS:\s+(\d+) kB", text, re.M).group(1)) * 1024
+        return rss_bytes(self.proc.pid)
 
     def stats(self):
         out = {}
