@@ -8,6 +8,7 @@
 //! - [`table`]: the persist table in shared data (where entries expire and are evicted).
 //! - [`mirror`]: the table mirrored through etcd (SPEC 2.4).
 //! - [`suspect`]: servers that failed to answer, shared by all workers.
+//! - [`host`]: the [`host::Host`] trait: what the flow asks of Envoy, and a recording host for tests.
 //! - [`store`]: the shared-data seam ([`store::SharedStore`]) and its host semantics.
 //! - [`stats`]: counter names and local accumulation.
 //! - [`addr`]: server addresses and the hand-off header value.
@@ -17,6 +18,7 @@ pub mod codec;
 pub mod config;
 pub mod cookie;
 pub mod header_pairs;
+pub mod host;
 pub mod keys;
 pub mod mirror;
 pub mod persistence;
