@@ -17,6 +17,7 @@ pub mod addr;
 pub mod codec;
 pub mod config;
 pub mod cookie;
+pub mod flow;
 pub mod header_pairs;
 pub mod host;
 pub mod keys;

@@ -26,6 +26,7 @@
 //! <last use>`.
 
 pub mod backoff;
+pub mod driver;
 pub mod follow;
 pub mod lease;
 pub mod proto;
