@@ -59,7 +59,7 @@ pub fn gauge_name(profile: &str) -> String {
     named(profile, ENTRIES)
 }
 
-/// The mirror's stats (SPEC 2.4), named like the counters: counters of keys acknowledged
+/// The mirror's stats (README "More than one Envoy"), named like the counters: counters of keys acknowledged
 /// by etcd, watch events received and failed etcd calls, and a gauge that is 1 while this
 /// Envoy's watch is established.
 pub const MIRROR_PUT: &str = "mirror_put";

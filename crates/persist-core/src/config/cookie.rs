@@ -9,7 +9,7 @@ use std::time::Duration;
 /// Sealing keys at most (README "Keys": the first seals, all open).
 pub const MAX_KEYS: usize = 16;
 
-/// Cookie encodings (SPEC 2.1).
+/// Cookie encodings (README "Cookie formats and migration").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CookieFormat {

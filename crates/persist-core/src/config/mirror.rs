@@ -13,7 +13,7 @@ pub(super) struct RawMirror {
     timeout: Option<ConfigDuration>,
 }
 
-/// A validated `mirror` section (SPEC 2.4): the table mirrored through etcd.
+/// A validated `mirror` section (README "More than one Envoy"): the table mirrored through etcd.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MirrorConfig {
     /// The Envoy cluster (HTTP/2) whose endpoints are the etcd members.

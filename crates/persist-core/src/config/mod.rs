@@ -1,4 +1,4 @@
-//! The plugin configuration (SPEC 2): parsed strictly, validated completely, and turned into
+//! The plugin configuration (README "Configuration reference"): parsed strictly, validated completely, and turned into
 //! a [`Config`] the filter can use without further checks. Every error names its field.
 
 mod cookie;
@@ -43,7 +43,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// How the chosen server is handed to Envoy (SPEC 1).
+/// How the chosen server is handed to Envoy (README "How it works").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Handoff {
@@ -53,7 +53,7 @@ pub enum Handoff {
     OverrideHost,
 }
 
-/// Persistence types (SPEC 2).
+/// Persistence types (README "Configuration reference").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PersistType {
@@ -105,15 +105,15 @@ struct RawConfig {
 /// Type-specific settings of a profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
-    /// Client stored (SPEC 2.1).
+    /// Client stored (README "Cookie formats and migration").
     HttpCookie(CookieConfig),
-    /// Locally stored (SPEC 2.2): the key of each request maps to a server in the table.
+    /// Locally stored (README "Locally stored types"): the key of each request maps to a server in the table.
     AppCookie(AppCookieConfig),
     HttpHeader(HeaderConfig),
     ClientIp(ClientIpConfig),
     Tls(TlsKey),
     Custom(Source),
-    /// SPEC 2.3: a key for Envoy's ring_hash / maglev; nothing stored.
+    /// README "consistent_hash": a key for Envoy's ring_hash / maglev; nothing stored.
     ConsistentHash(HashConfig),
 }
 
@@ -135,7 +135,7 @@ pub struct Config {
     pub absolute_timeout: Option<Duration>,
     pub suspect_for: Duration,
     pub max_entries: u64,
-    /// SPEC 2.4: locally stored types only.
+    /// README "More than one Envoy": locally stored types only.
     pub mirror: Option<MirrorConfig>,
 }
 

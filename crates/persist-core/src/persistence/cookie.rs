@@ -1,4 +1,4 @@
-//! `http_cookie` persistence (SPEC 2.1): the client stores the server in a cookie; nothing is
+//! `http_cookie` persistence (README "Cookie formats and migration"): the client stores the server in a cookie; nothing is
 //! stored in the proxy (bar the NGINX hashes). This module decides, for a request, which
 //! server to name, and for a response, whether and what `Set-Cookie` to send.
 

@@ -2,9 +2,9 @@
 //! route's `hash_policy` (ring_hash / maglev); no state. A client copy of that header is
 //! replaced or removed, so a client cannot pick its point on the ring.
 
+use crate::client_key::{header_safe, source};
 use crate::config::HashConfig;
 use crate::flow::Ctx;
-use crate::keys::{header_safe, source};
 use crate::stats::Counter;
 
 #[derive(Debug)]

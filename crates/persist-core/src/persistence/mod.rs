@@ -4,7 +4,7 @@
 //!
 //! - [`cookie`]: client stored (`http_cookie`, README "Cookie persistence");
 //! - [`table`]: locally stored (`app_cookie`, `http_header`, `client_ip`, `tls`, `custom`,
-//!   README "Locally stored types"): one table flow, a [`crate::keys::ClientKey`] per kind;
+//!   README "Locally stored types"): one table flow, a [`crate::client_key::ClientKey`] per kind;
 //! - [`hash`]: `consistent_hash`, nothing stored.
 //!
 //! A new kind is its module here (or a `ClientKey` for a table kind), its configuration
@@ -15,10 +15,10 @@ pub mod hash;
 pub mod learned_hashes;
 pub mod table;
 
+use crate::client_key::{app_cookie, client_ip, custom, header, tls};
 use crate::config::{Config, Kind};
 use crate::flow::Ctx;
 use crate::host::Host;
-use crate::keys::{app_cookie, client_ip, custom, header, tls};
 use crate::table::Table;
 use cookie::{CookiePersistence, CookieSession};
 use hash::HashPersistence;

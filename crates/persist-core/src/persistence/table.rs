@@ -5,9 +5,9 @@
 //! request waits at most `mirror.timeout`), and every change of the table is queued for
 //! etcd. The kinds differ only in their [`ClientKey`].
 
+use crate::client_key::ClientKey;
 use crate::config::Config;
 use crate::flow::Ctx;
-use crate::keys::ClientKey;
 use crate::mirror::follow::{lookup_answer, lookup_request};
 use crate::mirror::proto::KV;
 use crate::mirror::record::Record;
