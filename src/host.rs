@@ -75,6 +75,11 @@ impl Host for WasmHost {
         random(buf)
     }
 
+    /// Envoy keeps it as filter state `wasm.<name>`.
+    fn set_filter_state(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        ok(hostcalls::set_property(vec![name], Some(value)))
+    }
+
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError> {
         let kind = match kind {
             MetricKind::Counter => MetricType::Counter,

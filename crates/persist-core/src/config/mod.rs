@@ -118,6 +118,20 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The `type` this kind is configured with.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Kind::HttpCookie(_) => PersistType::HttpCookie,
+            Kind::AppCookie(_) => PersistType::AppCookie,
+            Kind::HttpHeader(_) => PersistType::HttpHeader,
+            Kind::ClientIp(_) => PersistType::ClientIp,
+            Kind::Tls(_) => PersistType::Tls,
+            Kind::Custom(_) => PersistType::Custom,
+            Kind::ConsistentHash(_) => PersistType::ConsistentHash,
+        }
+        .as_str()
+    }
+
     /// Whether this type keeps its bindings in the local persistence table.
     pub fn uses_table(&self) -> bool {
         !matches!(self, Kind::HttpCookie(_) | Kind::ConsistentHash(_))

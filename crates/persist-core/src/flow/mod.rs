@@ -23,7 +23,7 @@ pub mod suspects;
 mod worker;
 
 pub use profile::Profile;
-pub use request::{Ctx, Request, RequestAction};
+pub use request::{Ctx, Request, RequestAction, DECISION_STATE, TYPE_STATE};
 pub use worker::Worker;
 
 /// The background tick of every worker.

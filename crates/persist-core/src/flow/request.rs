@@ -30,7 +30,28 @@ pub(crate) struct Common {
     /// Whether the response came from an upstream (read at most once, and only when the
     /// kind is about to issue, learn or rebind something).
     pub from_upstream: Option<bool>,
+    /// The request's persistence decision so far, for the access log.
+    pub decision: Option<Counter>,
 }
+
+/// The decision an access log shows when a request saw several outcomes: an error first,
+/// then a rebinding, an invalid cookie, a new binding, a hit, a miss.
+fn weight(c: Counter) -> u8 {
+    match c {
+        Counter::Error => 6,
+        Counter::Rebind => 5,
+        Counter::Invalid => 4,
+        Counter::New => 3,
+        Counter::Hit => 2,
+        Counter::Miss => 1,
+        Counter::Expired | Counter::Evicted => 0,
+    }
+}
+
+/// Filter state keys of the access log (README "Access logs and dashboards"); Envoy shows
+/// them as `%FILTER_STATE(wasm.persist.decision:PLAIN)%` and `…(wasm.persist.type:PLAIN)%`.
+pub const DECISION_STATE: &str = "persist.decision";
+pub const TYPE_STATE: &str = "persist.type";
 
 /// The per-request state of the flow.
 #[derive(Debug, Default)]
@@ -56,6 +77,15 @@ const VIA_UPSTREAM: &[u8] = b"via_upstream";
 impl Ctx<'_> {
     pub fn count(&mut self, c: Counter) {
         self.worker.count(c);
+        self.note(c);
+    }
+
+    /// Records `c` as the request's decision if it outweighs the one so far (see
+    /// [`weight`]); [`Ctx::count`] does it for every count.
+    pub fn note(&mut self, c: Counter) {
+        if self.common.decision.is_none_or(|d| weight(c) > weight(d)) && weight(c) > 0 {
+            self.common.decision = Some(c);
+        }
     }
 
     pub fn now_ms(&mut self) -> u64 {
@@ -170,14 +200,28 @@ impl Request {
         if !profile.persistence.learns_from_response() {
             // Nothing to learn; only Envoy's own response header must not leak.
             handoff::strip_response_header(&mut ctx);
-            return;
+        } else if let Some(answered) = handoff::answered(&mut ctx) {
+            profile
+                .persistence
+                .on_response(&mut self.session, &mut ctx, answered);
+            suspects::mark_unless_answered(&mut ctx, answered);
         }
-        let Some(answered) = handoff::answered(&mut ctx) else {
-            return;
-        };
-        profile
-            .persistence
-            .on_response(&mut self.session, &mut ctx, answered);
-        suspects::mark_unless_answered(&mut ctx, answered);
+        record_decision(&mut ctx);
+    }
+}
+
+/// The request's decision and the profile's type, as filter state for the access log.
+fn record_decision(ctx: &mut Ctx<'_>) {
+    let Some(decision) = ctx.common.decision else {
+        return;
+    };
+    let kind = ctx.profile.config.kind.type_name();
+    let host = ctx.host;
+    if host
+        .set_filter_state(DECISION_STATE, decision.name().as_bytes())
+        .and_then(|()| host.set_filter_state(TYPE_STATE, kind.as_bytes()))
+        .is_err()
+    {
+        ctx.worker.count(Counter::Error);
     }
 }

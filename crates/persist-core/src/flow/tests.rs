@@ -165,9 +165,38 @@ fn cookie_new_client_then_steady_requests_write_nothing() {
     s.respond(&mut r, from(A));
     assert_eq!(s.host.writes(), vec![]);
     assert_eq!(s.host.reads.get(), 1);
+    assert_eq!(s.host.state(DECISION_STATE).as_deref(), Some("hit"));
+    assert_eq!(s.host.state(TYPE_STATE).as_deref(), Some("http_cookie"));
     assert_eq!(s.stat("hit"), 1);
     assert_eq!(s.stat("new"), 1);
     assert_eq!(s.stat("miss"), 1);
+}
+
+#[test]
+fn the_access_log_decision_is_the_weightiest_outcome() {
+    let mut s = Sim::new(&format!(r#"{{"name":"p","type":"http_cookie",{KEY}}}"#));
+    let mut r = s.request(&[("cookie", b"persist=forged")]);
+    s.respond(&mut r, from(A));
+    assert_eq!(s.host.state(DECISION_STATE).as_deref(), Some("invalid"));
+    let cookie = s.cookie();
+    let mut r = s.request(&[]);
+    s.respond(&mut r, from(A));
+    assert_eq!(s.host.state(DECISION_STATE).as_deref(), Some("new"));
+    let mut r = s.request(&[("cookie", &cookie)]);
+    s.respond(
+        &mut r,
+        Answer {
+            upstream: Some(B),
+            session_header: Some(B),
+            details: "via_upstream",
+        },
+    );
+    assert_eq!(s.host.state(DECISION_STATE).as_deref(), Some("rebind"));
+    let mut s = Sim::new(TABLE);
+    let mut r = s.request(&[("x-user", b"zed")]);
+    s.respond(&mut r, from(A));
+    assert_eq!(s.host.state(DECISION_STATE).as_deref(), Some("new"));
+    assert_eq!(s.host.state(TYPE_STATE).as_deref(), Some("http_header"));
 }
 
 #[test]

@@ -67,6 +67,12 @@ pub trait Host: SharedStore {
         None
     }
 
+    /// Sets request-scoped filter state `name` (readable in access logs; README "Access
+    /// logs and dashboards"). A host without filter state ignores it.
+    fn set_filter_state(&self, _name: &str, _value: &[u8]) -> Result<(), HostError> {
+        Ok(())
+    }
+
     /// Defines a stat once at configure time.
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError>;
     /// Adds `by` to a counter.

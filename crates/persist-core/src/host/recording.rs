@@ -38,6 +38,8 @@ pub struct RecordingHost {
     /// Fail every write of shared data (a host that refuses the call).
     pub store_broken: Cell<bool>,
     pub calls: RefCell<Vec<Call>>,
+    /// Filter state the request set (kept apart from [`Call`]s: it is per request).
+    pub filter_state: RefCell<HashMap<String, Vec<u8>>>,
     pub reads: Cell<u32>,
     pub metrics: RefCell<Vec<(MetricKind, String, i64)>>,
     random_state: Cell<u64>,
@@ -58,7 +60,16 @@ impl RecordingHost {
         self.response.borrow_mut().clear();
         self.properties.borrow_mut().clear();
         self.calls.borrow_mut().clear();
+        self.filter_state.borrow_mut().clear();
         self.reads.set(0);
+    }
+
+    /// Filter state `name` as text, if set.
+    pub fn state(&self, name: &str) -> Option<String> {
+        self.filter_state
+            .borrow()
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
     }
 
     pub fn with_request_header(&self, name: &str, value: &[u8]) -> &Self {
@@ -222,6 +233,13 @@ impl Host for RecordingHost {
         }
         self.record(Call::OverrideUpstream(server, strict));
         Some(Ok(()))
+    }
+
+    fn set_filter_state(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        self.filter_state
+            .borrow_mut()
+            .insert(name.to_string(), value.to_vec());
+        Ok(())
     }
 
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError> {

@@ -171,6 +171,12 @@ impl TablePersistence {
         match self.table.bind(ctx.host, key, server, now_s, expect) {
             Ok(e) => {
                 ctx.worker.counts.table_write(&e);
+                if e.new {
+                    ctx.note(Counter::New);
+                }
+                if e.rebound {
+                    ctx.note(Counter::Rebind);
+                }
                 queue_for_mirror(ctx, key.digest, &e);
             }
             Err(_) => ctx.count(Counter::Error),
