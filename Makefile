@@ -41,10 +41,16 @@ lint: wasm-target
 unit:
 	cargo test -p persist-core
 
+# The filter's configuration parser as a command (tests/e2e/test_manifests.py runs every plugin
+# configuration embedded in deploy/ through it): config-check FILE... or JSON on stdin.
+.PHONY: config-check
+config-check:
+	cargo build --release -p config-check
+
 # wrk drives the faults-under-load tests; etcd (server, etcdctl) backs the mirror tests.
-e2e: build envoy
+e2e: build envoy config-check
 	scripts/apt-need.sh wrk=wrk etcd=etcd-server etcdctl=etcd-client
-	ENVOY_BIN="$$(scripts/envoy-bin.sh)" PERSIST_WASM=$(WASM) $(VENV)/bin/pytest -q tests/e2e
+	ENVOY_BIN="$$(scripts/envoy-bin.sh)" PERSIST_WASM=$(WASM) CONFIG_CHECK=target/release/config-check $(VENV)/bin/pytest -q tests/e2e
 
 test: lint unit unit-wasm32 fuzz-smoke e2e
 
