@@ -25,7 +25,11 @@ fn main() -> ExitCode {
     }
     let mut code = ExitCode::SUCCESS;
     for source in &sources {
-        let name = if source == "-" { "<stdin>" } else { source.as_str() };
+        let name = if source == "-" {
+            "<stdin>"
+        } else {
+            source.as_str()
+        };
         match read(source) {
             Err(e) => {
                 eprintln!("{name}: cannot read: {e}");
