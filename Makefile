@@ -54,11 +54,17 @@ lint: wasm-target
 unit:
 	cargo test -p persist-core
 
+# The filter's configuration parser as a command (tests/e2e/test_manifests.py runs every plugin
+# configuration embedded in deploy/ through it): config-check FILE... or JSON on stdin.
+.PHONY: config-check
+config-check:
+	cargo build --release -p config-check
+
 # wrk drives the faults-under-load tests; etcd (server, etcdctl) backs the mirror tests;
 # skopeo and docker-registry carry dist/'s image through a registry (test_release).
-e2e: build envoy dist
+e2e: build envoy dist config-check
 	scripts/apt-need.sh wrk=wrk etcd=etcd-server etcdctl=etcd-client skopeo=skopeo docker-registry=docker-registry
-	ENVOY_BIN="$$(scripts/envoy-bin.sh)" PERSIST_WASM=$(WASM) $(VENV)/bin/pytest -q tests/e2e
+	ENVOY_BIN="$$(scripts/envoy-bin.sh)" PERSIST_WASM=$(WASM) CONFIG_CHECK=target/release/config-check $(VENV)/bin/pytest -q tests/e2e
 
 test: lint unit unit-wasm32 fuzz-smoke e2e
 

@@ -268,16 +268,21 @@ def example_plugin_json(name):
 
 def _hcm_configs(cfg):
     for listener in cfg["static_resources"]["listeners"]:
-        for chain in listener["filter_chains"]:
+        chains = list(listener.get("filter_chains", []))
+        if "default_filter_chain" in listener:
+            chains.append(listener["default_filter_chain"])
+        for chain in chains:
             for f in chain["filters"]:
                 if f["name"] == "envoy.filters.network.http_connection_manager":
                     yield f["typed_config"]
 
 
 def _wasm_filters(cfg):
+    """The HTTP wasm filters, by type: control planes give them names of their own (Istio
+    `<namespace>.<plugin>`, Envoy Gateway `envoy.filters.http.wasm/<policy>/...`)."""
     for hcm in _hcm_configs(cfg):
         for f in hcm["http_filters"]:
-            if f["name"] == "envoy.filters.http.wasm":
+            if f.get("typed_config", {}).get("@type", "").endswith(".filters.http.wasm.v3.Wasm"):
                 yield f
 
 

@@ -61,6 +61,17 @@ def test_example_shape(name):
     assert names.count("envoy.filters.http.wasm") == 1, names
     at = names.index("envoy.filters.http.wasm")
     assert set(names[:at]) <= BEFORE_WASM, f"unexpected filters before envoy-persist: {names}"
+    # Fail-open without a bypass: a native header_mutation first removes the client's copy of
+    # the header the hand-off (or the hash policy) reads, and the same header on responses.
+    assert names[0] == "envoy.filters.http.header_mutation", names
+    handoff_header = (plugin["hash"]["header"] if plugin["type"] == "consistent_hash"
+                      else plugin.get("upstream_header", "x-persist-upstream"))
+    mutations = hcm["http_filters"][0]["typed_config"]["mutations"]
+    assert {"remove": handoff_header} in mutations["request_mutations"], mutations
+    assert {"remove": handoff_header} in mutations["response_mutations"], mutations
+    # The profile as a Prometheus label (README "Access logs and dashboards").
+    assert cfg["stats_config"]["stats_tags"] == [
+        {"tag_name": "profile", "regex": r"^wasmcustom\.persist\.(([^.]+)\.)"}], cfg.get("stats_config")
     wasm = hcm["http_filters"][at]["typed_config"]["config"]
     assert wasm["vm_config"]["runtime"] == "envoy.wasm.runtime.v8"
     assert wasm["vm_config"]["code"]["local"]["filename"] == "target/wasm32-wasip1/release/envoy_persist.wasm"
@@ -106,9 +117,9 @@ def test_example_shape(name):
     if plugin["type"] == "custom" and "property" in plugin["custom"]["source"]:
         path = plugin["custom"]["source"]["property"]
         if path[:2] == ["metadata", "filter_metadata"]:
-            assert names[:at] == ["envoy.filters.http.lua"], names
+            assert names[:at] == ["envoy.filters.http.header_mutation", "envoy.filters.http.lua"], names
             assert path[2] == "envoy.filters.http.lua"
-            lua = hcm["http_filters"][0]["typed_config"]["default_source_code"]["inline_string"]
+            lua = hcm["http_filters"][1]["typed_config"]["default_source_code"]["inline_string"]
             assert f'"{path[2]}", "{path[3]}"' in lua
     if "mirror" in plugin:
         # SPEC 2.4: only the locally stored types; the section names a cluster of the file
@@ -144,8 +155,10 @@ def test_default_example_as_shipped(envoy_factory):
     text = envoy.admin("/stats")
     for counter in ("hit", "miss", "new", "rebind", "invalid", "error"):
         assert re.search(rf"^wasmcustom\.persist\.web\.{counter}: \d+$", text, re.M), counter
+    # The example's stats_tags: one metric per counter, the profile as its label.
     prom = envoy.admin("/stats/prometheus")
-    assert re.search(r"^persist_web_hit\{\} 3$", prom, re.M), \
+    assert re.search(r'^persist_hit\{profile="web"\} 3$', prom, re.M), \
         [l for l in prom.splitlines() if "persist" in l]
-    assert re.search(r"^persist_web_miss\{\} 1$", prom, re.M)
-    assert re.search(r"^# TYPE persist_web_new counter$", prom, re.M)
+    assert re.search(r'^persist_miss\{profile="web"\} 1$', prom, re.M)
+    assert re.search(r"^# TYPE persist_new counter$", prom, re.M)
+    assert not re.search(r"^persist_web_", prom, re.M), "the profile is still in the metric names"

@@ -127,10 +127,11 @@ def test_stats_names_at_both_endpoints(envoy_factory):
     stats = envoy.stats(r"^wasmcustom\.persist\.")
     for c in ("hit", "miss", "new", "rebind", "invalid", "error"):
         assert f"wasmcustom.persist.shop-1.{c}" in stats, stats
+    # The examples' stats_tags turn the profile into a label (its `-` kept).
     prom = envoy.admin("/stats/prometheus")
     lines = [l for l in prom.splitlines() if l.startswith("persist_")]
-    assert "persist_shop_1_miss{} 1" in lines, lines
-    assert "persist_shop_1_new{} 1" in lines, lines
+    assert 'persist_miss{profile="shop-1"} 1' in lines, lines
+    assert 'persist_new{profile="shop-1"} 1' in lines, lines
 
 
 def rename_handoff_header(name):
@@ -139,6 +140,11 @@ def rename_handoff_header(name):
         for listener in cfg["static_resources"]["listeners"]:
             hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
             for f in hcm["http_filters"]:
+                if f["name"] == "envoy.filters.http.header_mutation":
+                    for side in ("request_mutations", "response_mutations"):
+                        for m in f["typed_config"]["mutations"].get(side, []):
+                            if m.get("remove") == "x-persist-upstream":
+                                m["remove"] = name
                 if f["name"] == "envoy.filters.http.stateful_session":
                     f["typed_config"]["session_state"]["typed_config"]["name"] = name
         for c in cfg["static_resources"]["clusters"]:

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 /// taken to be answered by the named server; every `CHECK_EVERY`th one per worker reads who
 /// really answered, so that a hand-off Envoy ignores (the stateful_session filter missing,
 /// or placed before this filter) is counted as `handoff_ignored`, never silent.
-pub const CHECK_EVERY: u32 = 16;
+pub const CHECK_EVERY: u32 = 8;
 
 /// Writes the hand-off for the named server (or names it through the host's upstream
 /// override), and removes any client copy of the hand-off header: no client chooses a
