@@ -75,9 +75,20 @@ impl Host for WasmHost {
         random(buf)
     }
 
-    /// Envoy keeps it as filter state `wasm.<name>`.
+    /// Envoy keeps it as filter state `wasm.<name>`. Through the ABI: the SDK's wrapper
+    /// allocates the path and panics on any status but `Ok`; a one-segment path is its
+    /// bytes.
     fn set_filter_state(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
-        ok(hostcalls::set_property(vec![name], Some(value)))
+        // SAFETY: both pointers come from live slices with their lengths; the host copies
+        // them before returning.
+        let status = unsafe {
+            abi::proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len())
+        };
+        if status == Status::Ok as u32 {
+            Ok(())
+        } else {
+            Err(HostError)
+        }
     }
 
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError> {
@@ -181,6 +192,12 @@ const STREAM_TYPE_REQUEST: u32 = 0;
 mod abi {
     extern "C" {
         pub fn proxy_continue_stream(stream_type: u32) -> u32;
+        pub fn proxy_set_property(
+            path_data: *const u8,
+            path_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+        ) -> u32;
         pub fn proxy_get_header_map_pairs(
             map_type: u32,
             return_map_data: *mut *mut u8,

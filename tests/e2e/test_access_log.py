@@ -44,7 +44,7 @@ def test_cookie_decisions_in_the_access_log(envoy_factory, tmp_path):
     first = e.get("/new")
     cookie = first.persist_cookie(e.cookie_name)
     assert cookie is not None
-    e.get("/steady", cookie=f"{e.cookie_name}={cookie}")
+    e.get("/steady", cookie=f"{e.cookie_name}={cookie.value}")
     e.get("/forged", cookie=f"{e.cookie_name}=not-a-sealed-cookie")
     by_path = {l["path"]: l for l in log_lines(log, 3)}
     assert by_path["/new"]["decision"] == "new"
