@@ -18,7 +18,7 @@ pub const MAX_OPS: usize = 128;
 pub const OUTBOX_CAP: usize = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Pending {
+struct Queued {
     record: Record,
     expires_at_s: u64,
 }
@@ -27,7 +27,7 @@ struct Pending {
 enum InFlight {
     Nothing,
     Grant { bucket: u64 },
-    Put { batch: Vec<Pending> },
+    Put { batch: Vec<Queued> },
 }
 
 /// The next etcd call to make.
@@ -44,7 +44,7 @@ pub struct Writer {
     keys: KeySpace,
     buckets: Buckets,
     timeouts: Timeouts,
-    outbox: HashMap<[u8; 16], Pending>,
+    outbox: HashMap<[u8; 16], Queued>,
     leases: Leases,
     in_flight: InFlight,
     backoff: Backoff,
@@ -65,7 +65,7 @@ impl Writer {
 
     /// Queues a changed binding; `false` when the outbox is full and it was dropped.
     pub fn queue(&mut self, record: Record) -> bool {
-        let pending = Pending {
+        let pending = Queued {
             record,
             expires_at_s: self.timeouts.expires_at(record.created, record.last_use),
         };
