@@ -10,6 +10,7 @@ wait is bounded.
 """
 
 import base64
+import collections
 import copy
 import functools
 import http.client
@@ -662,6 +663,22 @@ def first_cookie(envoy, path="/", **kw):
     c = r.persist_cookie(envoy.cookie_name)
     assert c is not None, f"no {envoy.cookie_name} cookie on a first response: {r}"
     return r, c
+
+
+def assert_new_clients_spread_and_stick(envoy, clients=8, again=3):
+    """`clients` new clients are load balanced over more than one backend (LEAST_REQUEST
+    picks at random among idle hosts: 8 spread with p > 0.999), and each one's cookie keeps
+    it on its backend for `again` requests; the counters say exactly that."""
+    firsts = collections.Counter()
+    for _ in range(clients):
+        r, c = first_cookie(envoy)
+        firsts[r.server] += 1
+        for _ in range(again):
+            r2 = envoy.get(cookie=f"{envoy.cookie_name}={c.value}")
+            assert r2.status == 200 and r2.server == r.server, r2
+    assert len(firsts) >= 2, f"new clients were not load balanced: {firsts}"
+    envoy.wait_counters({"miss": clients, "new": clients, "hit": clients * again,
+                         "rebind": 0, "invalid": 0})
 
 
 def handoff_value(envoy, backend):

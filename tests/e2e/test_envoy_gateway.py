@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, _hcm_configs, _wasm_filters, deadline_loop, first_cookie
+from conftest import assert_new_clients_spread_and_stick, ROOT, _hcm_configs, _wasm_filters, deadline_loop, first_cookie
 
 GENERATED = Path(__file__).resolve().parent / "generated"
 ORDERED = str(GENERATED / "envoy-gateway.yaml")
@@ -67,15 +67,7 @@ def test_generated_configs_follow_the_manifests():
 
 def test_with_filter_order_persistence_sticks(envoy_factory, backends):
     envoy = envoy_factory(ORDERED)
-    firsts = Counter()
-    for _ in range(8):  # LEAST_REQUEST picks at random among idle hosts: 8 spread (p > 0.999)
-        r, c = first_cookie(envoy)
-        firsts[r.server] += 1
-        for _ in range(3):
-            again = envoy.get(cookie=f"persist={c.value}")
-            assert again.status == 200 and again.server == r.server, again
-    assert len(firsts) >= 2, f"new clients were not load balanced: {firsts}"
-    envoy.wait_counters({"miss": 8, "new": 8, "hit": 24, "rebind": 0, "invalid": 0})
+    assert_new_clients_spread_and_stick(envoy)
 
 
 def _spread_with_one_cookie(envoy, n=18):

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 import persist_codec as codec
-from conftest import ROOT, first_cookie, _cluster, _hcm_configs, _wasm_filters
+from conftest import assert_new_clients_spread_and_stick, ROOT, first_cookie, _cluster, _hcm_configs, _wasm_filters
 
 GENERATED = Path(__file__).resolve().parent / "generated"
 ISTIO = str(GENERATED / "istio-gateway.yaml")
@@ -73,15 +73,7 @@ def test_generated_config_follows_the_manifests():
 def test_persistence(envoy_factory, backends):
     envoy = envoy_factory(ISTIO)
     assert envoy.profile == "web"
-    firsts = Counter()
-    for _ in range(8):  # LEAST_REQUEST picks at random among idle hosts: 8 spread (p > 0.999)
-        r, c = first_cookie(envoy)
-        firsts[r.server] += 1
-        for _ in range(3):
-            again = envoy.get(cookie=f"persist={c.value}")
-            assert again.status == 200 and again.server == r.server, again
-    assert len(firsts) >= 2, f"new clients were not load balanced: {firsts}"
-    envoy.wait_counters({"miss": 8, "new": 8, "hit": 24, "rebind": 0, "invalid": 0})
+    assert_new_clients_spread_and_stick(envoy)
 
 
 def _pin_and_kill(envoy, backends):

@@ -46,6 +46,15 @@ struct Answer<'a> {
     details: &'a str,
 }
 
+/// Envoy used another host than the named one, and its stateful_session filter said so.
+fn moved_to(upstream: &str) -> Answer<'_> {
+    Answer {
+        upstream: Some(upstream),
+        session_header: Some(upstream),
+        details: "via_upstream",
+    }
+}
+
 fn from(upstream: &str) -> Answer<'_> {
     Answer {
         upstream: Some(upstream),
@@ -183,14 +192,7 @@ fn the_access_log_decision_is_the_weightiest_outcome() {
     s.respond(&mut r, from(A));
     assert_eq!(s.host.state(DECISION_STATE).as_deref(), Some("new"));
     let mut r = s.request(&[("cookie", &cookie)]);
-    s.respond(
-        &mut r,
-        Answer {
-            upstream: Some(B),
-            session_header: Some(B),
-            details: "via_upstream",
-        },
-    );
+    s.respond(&mut r, moved_to(B));
     assert_eq!(s.host.state(DECISION_STATE).as_deref(), Some("rebind"));
     let mut s = Sim::new(TABLE);
     let mut r = s.request(&[("x-user", b"zed")]);
@@ -218,14 +220,7 @@ fn cookie_rebinds_when_envoy_used_another_host() {
     let cookie = s.cookie();
     s.host.advance_ms(1000);
     let mut r = s.request(&[("cookie", &cookie)]);
-    s.respond(
-        &mut r,
-        Answer {
-            upstream: Some(B),
-            session_header: Some(B),
-            details: "via_upstream",
-        },
-    );
+    s.respond(&mut r, moved_to(B));
     assert!(
         s.host
             .writes()
@@ -326,14 +321,7 @@ fn stateful_session_never_marks_suspects() {
     s.respond(&mut r, from(A));
     let cookie = s.cookie();
     let mut r = s.request(&[("cookie", &cookie)]);
-    s.respond(
-        &mut r,
-        Answer {
-            upstream: Some(B),
-            session_header: Some(B),
-            details: "via_upstream",
-        },
-    );
+    s.respond(&mut r, moved_to(B));
     assert!(!s
         .host
         .writes()
@@ -437,14 +425,7 @@ fn table_rebinds_when_another_server_answered() {
     let mut r = s.request(&[("x-user", b"bob")]);
     s.respond(&mut r, from(A));
     let mut r = s.request(&[("x-user", b"bob")]);
-    s.respond(
-        &mut r,
-        Answer {
-            upstream: Some(B),
-            session_header: Some(B),
-            details: "via_upstream",
-        },
-    );
+    s.respond(&mut r, moved_to(B));
     assert_eq!(s.stat("rebind"), 1);
     let _ = s.request(&[("x-user", b"bob")]);
     assert_eq!(s.handed_off(), Some(b64(B)));
@@ -478,15 +459,7 @@ fn racing_workers_do_not_undo_each_other() {
     // Two rebinds seen on A: the second (still seeing A) must not undo the first's move.
     let mut r1 = s.request_on(&mut w1, &[("x-user", b"carol")]);
     let mut r2 = s.request_on(&mut w2, &[("x-user", b"carol")]);
-    s.respond_on(
-        &mut w1,
-        &mut r1,
-        Answer {
-            upstream: Some(B),
-            session_header: Some(B),
-            details: "via_upstream",
-        },
-    );
+    s.respond_on(&mut w1, &mut r1, moved_to(B));
     s.respond_on(&mut w2, &mut r2, from(A));
     let _ = s.request(&[("x-user", b"carol")]);
     assert_eq!(s.handed_off(), Some(b64(B)));
@@ -498,14 +471,7 @@ fn the_static_header_map_wins_without_touching_the_table() {
     let mut r = s.request(&[("x-user", b"vip")]);
     assert_eq!(s.handed_off(), Some(b64("10.0.0.9:80")));
     assert_eq!(s.host.reads.get(), 1, "the key, no slot read");
-    s.respond(
-        &mut r,
-        Answer {
-            upstream: Some(A),
-            session_header: Some(A),
-            details: "via_upstream",
-        },
-    );
+    s.respond(&mut r, moved_to(A));
     assert_eq!(s.host.writes().len(), 1, "only Envoy's header removed");
     assert_eq!(s.stat("rebind"), 1);
     assert_eq!(s.stat("entries"), 0);
