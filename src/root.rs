@@ -19,6 +19,7 @@ use persist_core::stats::{self, Counter, Pending};
 use persist_core::store;
 use persist_core::suspect::SuspectList;
 use persist_core::table::entry::Timeouts;
+use persist_core::table::secret;
 use persist_core::table::Table;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
@@ -126,13 +127,15 @@ fn prepare(json: &[u8]) -> Result<(Profile, Worker), String> {
         }
         _ => None,
     };
-    let table = config.kind.uses_table().then(|| {
-        Table::new(
+    let table = match config.kind.uses_table() {
+        true => Some(Table::new(
             &config.name,
             config.max_entries,
             Timeouts::new(config.timeout, config.absolute_timeout),
-        )
-    });
+            secret::hash_key(&config, &HostStore, host::random)?,
+        )),
+        false => None,
+    };
     let define = |name: String, gauge: bool| {
         let r = if gauge {
             host::define_gauge(&name)
@@ -151,7 +154,7 @@ fn prepare(json: &[u8]) -> Result<(Profile, Worker), String> {
     };
     let mirror = match &config.mirror {
         Some(m) => Some(Rc::new(mirror::Setup {
-            keys: KeySpace::new(&m.prefix, &config.name),
+            keys: KeySpace::new(&m.prefix, &config.name, &m.secret),
             service: String::from_utf8(grpc_service(&m.cluster))
                 .map_err(|_| "mirror.cluster: name too long".to_string())?,
             timeout: m.timeout,

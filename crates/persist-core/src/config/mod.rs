@@ -128,6 +128,7 @@ struct RawMirror {
     cluster: Option<String>,
     prefix: Option<String>,
     timeout: Option<ConfigDuration>,
+    secret: Option<String>,
 }
 
 /// A validated `mirror` section (SPEC 2.4): the table mirrored through etcd.
@@ -135,10 +136,13 @@ struct RawMirror {
 pub struct MirrorConfig {
     /// The Envoy cluster (HTTP/2) whose endpoints are the etcd members.
     pub cluster: String,
-    /// etcd key prefix; the profile's keys are `<prefix><profile>/<hash>`.
+    /// etcd key prefix; the profile's keys are `<prefix><profile>/<secret id>/<mac>`.
     pub prefix: String,
     /// The longest a request waits for etcd.
     pub timeout: Duration,
+    /// The secret of the keyed hash, the same on every Envoy of the profile
+    /// ([`crate::table::secret`]).
+    pub secret: [u8; 32],
 }
 
 impl RawMirror {
@@ -166,12 +170,32 @@ impl RawMirror {
                 "must be between 1ms and 10s",
             ));
         }
+        let secret = decode_secret("mirror.secret", self.secret.as_deref())?;
         Ok(MirrorConfig {
             cluster,
             prefix,
             timeout,
+            secret,
         })
     }
+}
+
+/// `mirror.secret`: required, since every Envoy of the profile must hash client keys alike.
+fn decode_secret(field: &str, text: Option<&str>) -> Result<[u8; 32], ConfigError> {
+    let text = text.ok_or_else(|| {
+        ConfigError::new(
+            field,
+            "required with `mirror`: 32 random bytes in base64 (e.g. `head -c 32 /dev/urandom \
+             | base64`), the same on every Envoy of the profile",
+        )
+    })?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| ConfigError::new(field, "not base64"))?;
+    bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| ConfigError::new(field, format!("must be 32 bytes, is {} bytes", bytes.len())))
 }
 
 #[derive(Debug, Deserialize)]
@@ -600,23 +624,28 @@ mod tests {
 
     #[test]
     fn mirror_defaults_and_values() {
-        let c = Config::parse(br#"{"type":"client_ip","mirror":{"cluster":"etcd"}}"#).unwrap();
+        let c = Config::parse(
+            br#"{"type":"client_ip","mirror":{"cluster":"etcd","secret":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="}}"#,
+        )
+        .unwrap();
         assert_eq!(
             c.mirror,
             Some(MirrorConfig {
                 cluster: "etcd".into(),
                 prefix: "/persist/".into(),
                 timeout: Duration::from_millis(50),
+                secret: [1; 32],
             })
         );
         let c = Config::parse(
-            br#"{"type":"app_cookie","mirror":{"cluster":"kv","prefix":"/lb/","timeout":"200ms"}}"#,
+            br#"{"type":"app_cookie","mirror":{"cluster":"kv","prefix":"/lb/","timeout":"200ms",
+                 "secret":" AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI= "}}"#,
         )
         .unwrap();
         let m = c.mirror.unwrap();
         assert_eq!(
-            (m.prefix.as_str(), m.timeout),
-            ("/lb/", Duration::from_millis(200))
+            (m.prefix.as_str(), m.timeout, m.secret),
+            ("/lb/", Duration::from_millis(200), [2; 32])
         );
         assert_eq!(Config::parse(br#"{"type":"tls"}"#).unwrap().mirror, None);
     }
@@ -788,6 +817,26 @@ mod tests {
                 "mirror",
             ),
             (r#"{"type":"client_ip","mirror":{}}"#, "mirror.cluster"),
+            (
+                r#"{"type":"client_ip","mirror":{"cluster":"e"}}"#,
+                "mirror.secret",
+            ),
+            (
+                r#"{"type":"client_ip","mirror":{"cluster":"e","secret":"***"}}"#,
+                "mirror.secret",
+            ),
+            (
+                r#"{"type":"client_ip","mirror":{"cluster":"e","secret":"AAAA"}}"#,
+                "mirror.secret",
+            ),
+            (
+                r#"{"type":"client_ip","mirror":{"cluster":"e","secret":""}}"#,
+                "mirror.secret",
+            ),
+            (
+                r#"{"type":"client_ip","mirror":{"cluster":"e","secret":7}}"#,
+                "mirror.secret",
+            ),
             (
                 r#"{"type":"client_ip","mirror":{"cluster":""}}"#,
                 "mirror.cluster",
