@@ -74,6 +74,7 @@ started is stopped, also on Ctrl-C.
 """
 
 import argparse
+import base64
 import http.client
 import json
 import os
@@ -195,10 +196,15 @@ PROFILE_OF = {"cookie": "cookie", "ip": "ip", "app": "app", FOLLOWER: "ip"}
 ETCD_PREFIXES = ("ip", "app")  # keys under /persist/<profile>/ (the default mirror.prefix)
 
 
+# mirror.secret: one per run, the same for every mirrored Envoy (they share their keys' names).
+MIRROR_SECRET = base64.b64encode(os.urandom(32)).decode()
+
+
 def mirrored_plugin(plugin):
-    """The plugin JSON with "mirror": {"cluster": "etcd"} (prefix and timeout: defaults)."""
+    """The plugin JSON with "mirror": {"cluster": "etcd", "secret": ...} (prefix and timeout:
+    defaults)."""
     doc = json.loads(plugin)
-    doc["mirror"] = {"cluster": "etcd"}
+    doc["mirror"] = {"cluster": "etcd", "secret": MIRROR_SECRET}
     return json.dumps(doc)
 
 

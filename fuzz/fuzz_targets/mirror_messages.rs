@@ -11,7 +11,7 @@ use persist_core::table::slot::Slot;
 use std::time::Duration;
 
 fuzz_target!(|data: &[u8]| {
-    let keys = KeySpace::new("/persist/", "fuzz");
+    let keys = KeySpace::new("/persist/", "fuzz", &[7; 32]);
     let _ = decode_value(data);
     let _ = keys.digest(data);
     let mut records = Vec::new();

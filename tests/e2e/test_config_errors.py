@@ -103,9 +103,10 @@ def test_bad_configuration_is_refused(case, text, field, backends, tmp_path):
 
 
 # `mirror` (SPEC 2.4), in envoy/mirror.yaml, which has the `etcd` cluster the section names:
-# only for the locally stored types; `cluster` required, `timeout` from 1ms to 10s, a
-# non-empty `prefix`, no other field.
-MIRROR = {"cluster": "etcd"}
+# only for the locally stored types; `cluster` and `secret` (base64 of 32 bytes) required,
+# `timeout` from 1ms to 10s, a non-empty `prefix`, no other field.
+SECRET = base64.b64encode(bytes(range(32))).decode()
+MIRROR = {"cluster": "etcd", "secret": SECRET}
 MIRROR_BAD = [
     ("mirror-on-http-cookie", typed("http_cookie", mirror=MIRROR), "mirror"),
     ("mirror-on-consistent-hash", typed("consistent_hash", hash={"source": {"header": "x-user"}}, mirror=MIRROR),
@@ -128,6 +129,14 @@ MIRROR_BAD = [
     ("mirror-unknown-field", typed("http_header", header={"name": "x-user"}, mirror={**MIRROR, "bogus": 1}),
      "mirror.bogus"),
     ("mirror-not-an-object", typed("http_header", header={"name": "x-user"}, mirror="etcd"), "mirror"),
+    ("mirror-missing-secret", typed("http_header", header={"name": "x-user"}, mirror={"cluster": "etcd"}),
+     "mirror.secret"),
+    ("mirror-secret-not-base64", typed("http_header", header={"name": "x-user"},
+                                       mirror={**MIRROR, "secret": "not base64!!"}), "mirror.secret"),
+    ("mirror-secret-16-bytes", typed("client_ip", mirror={**MIRROR, "secret": base64.b64encode(b"k" * 16).decode()}),
+     "mirror.secret"),
+    ("mirror-secret-empty", typed("client_ip", mirror={**MIRROR, "secret": ""}), "mirror.secret"),
+    ("mirror-secret-not-a-string", typed("client_ip", mirror={**MIRROR, "secret": 32}), "mirror.secret"),
 ]
 
 
@@ -181,7 +190,8 @@ def test_valid_configuration_is_accepted(case, text, backends, tmp_path):
 MIRROR_GOOD = [
     ("mirror-http-header", typed("http_header", header={"name": "x-user"}, mirror=MIRROR)),
     ("mirror-all-fields", typed("http_header", header={"name": "x-user"}, timeout="30m",
-                                mirror={"cluster": "etcd", "prefix": "/apps/web/persist/", "timeout": "250ms"})),
+                                mirror={"cluster": "etcd", "prefix": "/apps/web/persist/", "timeout": "250ms",
+                                        "secret": SECRET})),
     ("mirror-timeout-1ms", typed("http_header", header={"name": "x-user"}, mirror={**MIRROR, "timeout": "1ms"})),
     ("mirror-timeout-10s", typed("http_header", header={"name": "x-user"}, mirror={**MIRROR, "timeout": "10s"})),
     ("mirror-app-cookie", typed("app_cookie", mirror=MIRROR)),

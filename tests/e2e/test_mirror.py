@@ -3,17 +3,19 @@ envoy/mirror.yaml as shipped (type http_header on x-user, profile "users", timeo
 mirror prefix /persist/, mirror.timeout 50ms), the shared test backends, and real etcd
 members (etcd_util) as the `etcd` cluster's endpoints.
 
-etcd layout: /persist/users/<hex MD5 of the x-user value> -> "<ip>:<port> <created> <last_use>",
-every key under a lease. Stats: counters mirror_put, mirror_event (watch PUT events, counted
+etcd layout: /persist/users/<secret id>/<hex keyed hash of the x-user value under mirror.secret>
+-> "<ip>:<port> <created> <last_use>", every key under a lease (keyed_hash.py computes the names
+independently). Stats: counters mirror_put, mirror_event (watch PUT events, counted
 at once: used here to time the propagation), mirror_error; gauge mirror_connected.
 """
 
-import hashlib
+import base64
 import random
 import re
 import statistics
 import time
 
+import keyed_hash
 from conftest import LOCAL, UPDATE_MERGE_WINDOW, deadline_loop, example_plugin_json
 from etcd_util import etcd, etcd_cluster, mirror_patch  # noqa: F401 (fixtures)
 
@@ -33,8 +35,11 @@ def user(envoy, name):
     return envoy.get("/", headers={"x-user": name})
 
 
+SECRET = base64.b64decode(example_plugin_json(EXAMPLE)["mirror"]["secret"])
+
+
 def etcd_key(value, profile=PROFILE, prefix=PREFIX):
-    return f"{prefix}{profile}/{hashlib.md5(value.encode()).hexdigest()}"
+    return keyed_hash.etcd_key(SECRET, value, profile, prefix)
 
 
 def start_envoys(envoy_factory, etcd_members, n=2, plugin=None):

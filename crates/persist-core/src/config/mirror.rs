@@ -2,6 +2,7 @@
 //! validation.
 
 use super::{ConfigDuration, ConfigError};
+use base64::Engine;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ pub(super) struct RawMirror {
     cluster: Option<String>,
     prefix: Option<String>,
     timeout: Option<ConfigDuration>,
+    secret: Option<String>,
 }
 
 /// A validated `mirror` section (README "More than one Envoy"): the table mirrored through etcd.
@@ -18,10 +20,13 @@ pub(super) struct RawMirror {
 pub struct MirrorConfig {
     /// The Envoy cluster (HTTP/2) whose endpoints are the etcd members.
     pub cluster: String,
-    /// etcd key prefix; the profile's keys are `<prefix><profile>/<hash>`.
+    /// etcd key prefix; the profile's keys are `<prefix><profile>/<secret id>/<mac>`.
     pub prefix: String,
     /// The longest a request waits for etcd.
     pub timeout: Duration,
+    /// The secret of the keyed hash, the same on every Envoy of the profile
+    /// ([`crate::table::secret`]).
+    pub secret: [u8; 32],
 }
 
 impl RawMirror {
@@ -49,10 +54,30 @@ impl RawMirror {
                 "must be between 1ms and 10s",
             ));
         }
+        let secret = decode_secret("mirror.secret", self.secret.as_deref())?;
         Ok(MirrorConfig {
             cluster,
             prefix,
             timeout,
+            secret,
         })
     }
+}
+
+/// `mirror.secret`: required, since every Envoy of the profile must hash client keys alike.
+fn decode_secret(field: &str, text: Option<&str>) -> Result<[u8; 32], ConfigError> {
+    let text = text.ok_or_else(|| {
+        ConfigError::new(
+            field,
+            "required with `mirror`: 32 random bytes in base64 (e.g. `head -c 32 /dev/urandom \
+             | base64`), the same on every Envoy of the profile",
+        )
+    })?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| ConfigError::new(field, "not base64"))?;
+    bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| ConfigError::new(field, format!("must be 32 bytes, is {} bytes", bytes.len())))
 }

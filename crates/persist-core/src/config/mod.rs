@@ -414,23 +414,28 @@ mod tests {
 
     #[test]
     fn mirror_defaults_and_values() {
-        let c = Config::parse(br#"{"type":"client_ip","mirror":{"cluster":"etcd"}}"#).unwrap();
+        let c = Config::parse(
+            br#"{"type":"client_ip","mirror":{"cluster":"etcd","secret":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="}}"#,
+        )
+        .unwrap();
         assert_eq!(
             c.mirror,
             Some(MirrorConfig {
                 cluster: "etcd".into(),
                 prefix: "/persist/".into(),
                 timeout: Duration::from_millis(50),
+                secret: [1; 32],
             })
         );
         let c = Config::parse(
-            br#"{"type":"app_cookie","mirror":{"cluster":"kv","prefix":"/lb/","timeout":"200ms"}}"#,
+            br#"{"type":"app_cookie","mirror":{"cluster":"kv","prefix":"/lb/","timeout":"200ms",
+                 "secret":" AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI= "}}"#,
         )
         .unwrap();
         let m = c.mirror.unwrap();
         assert_eq!(
-            (m.prefix.as_str(), m.timeout),
-            ("/lb/", Duration::from_millis(200))
+            (m.prefix.as_str(), m.timeout, m.secret),
+            ("/lb/", Duration::from_millis(200), [2; 32])
         );
         assert_eq!(Config::parse(br#"{"type":"tls"}"#).unwrap().mirror, None);
     }
@@ -602,6 +607,26 @@ mod tests {
                 "mirror",
             ),
             (r#"{"type":"client_ip","mirror":{}}"#, "mirror.cluster"),
+            (
+                r#"{"type":"client_ip","mirror":{"cluster":"e"}}"#,
+                "mirror.secret",
+            ),
+            (
+                r#"{"type":"client_ip","mirror":{"cluster":"e","secret":"***"}}"#,
+                "mirror.secret",
+            ),
+            (
+                r#"{"type":"client_ip","mirror":{"cluster":"e","secret":"AAAA"}}"#,
+                "mirror.secret",
+            ),
+            (
+                r#"{"type":"client_ip","mirror":{"cluster":"e","secret":""}}"#,
+                "mirror.secret",
+            ),
+            (
+                r#"{"type":"client_ip","mirror":{"cluster":"e","secret":7}}"#,
+                "mirror.secret",
+            ),
             (
                 r#"{"type":"client_ip","mirror":{"cluster":""}}"#,
                 "mirror.cluster",

@@ -569,7 +569,7 @@ fn a_failing_store_is_an_error_never_a_failed_request() {
     assert_eq!(s.stat("error"), 2);
 }
 
-const MIRRORED: &str = r#"{"name":"p","type":"http_header","header":{"name":"x-user"},"mirror":{"cluster":"etcd","prefix":"/m/"}}"#;
+const MIRRORED: &str = r#"{"name":"p","type":"http_header","header":{"name":"x-user"},"mirror":{"cluster":"etcd","prefix":"/m/","secret":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="}}"#;
 
 fn mirrored() -> Sim {
     let mut host = RecordingHost::new(NOW_MS);

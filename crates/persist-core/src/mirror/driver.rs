@@ -42,7 +42,7 @@ impl MirrorSetup {
         }
         let define = |stat, kind| crate::flow::define_stat(host, kind, profile, stat);
         Ok(MirrorSetup {
-            keys: KeySpace::new(&m.prefix, profile),
+            keys: KeySpace::new(&m.prefix, profile, &m.secret),
             service: String::from_utf8(grpc_service(&m.cluster))
                 .map_err(|_| "mirror.cluster: name too long".to_string())?,
             timeout: m.timeout,

@@ -200,7 +200,7 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn ks() -> KeySpace {
-        KeySpace::new("/p/", "x")
+        KeySpace::new("/p/", "x", &[1; 32])
     }
 
     fn kv(n: u8, server: &str) -> KeyValue {
@@ -228,9 +228,13 @@ mod tests {
     fn loads_every_page_at_one_revision_then_watches_from_the_next() {
         let mut f = Follower::new(ks());
         let first: RangeRequest = decode(&f.start(0).unwrap()).unwrap();
+        let id = crate::table::secret::HashKey::new(&[1; 32]).id();
         assert_eq!(
-            (first.key.as_slice(), first.range_end.as_slice()),
-            (&b"/p/x/"[..], &b"/p/x0"[..])
+            (first.key, first.range_end),
+            (
+                format!("/p/x/{id}/").into_bytes(),
+                format!("/p/x/{id}0").into_bytes()
+            )
         );
         assert_eq!((first.revision, first.limit), (0, PAGE));
         assert_eq!(f.start(0), None, "already loading");

@@ -22,8 +22,8 @@
 //!   (`mirror_error`), the local table goes on alone, and the calls resume with a backoff
 //!   ([`backoff`]).
 //!
-//! Keys and values ([`record`]): `<prefix><profile>/<md5 hex>` → `<ip:port> <created>
-//! <last use>`.
+//! Keys and values ([`record`]): `<prefix><profile>/<secret id>/<mac hex>` → `<ip:port>
+//! <created> <last use>`, the MAC a keyed hash of the client key under `mirror.secret`.
 
 pub mod backoff;
 pub mod driver;

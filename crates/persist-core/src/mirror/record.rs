@@ -1,8 +1,15 @@
-//! How a binding is written in etcd: key `<prefix><profile>/<md5 hex>`, value
+//! How a binding is written in etcd: key `<prefix><profile>/<secret id>/<mac hex>`, value
 //! `<ip>:<port> <created> <last_use>` (ASCII, Unix seconds), readable with `etcdctl get`.
-//! The key is named by the whole MD5 of the client key (never the key itself), so that
-//! Envoys whose tables differ in size still agree on it.
+//! The key is named by the whole keyed hash of the client key under `mirror.secret`
+//! ([`crate::table::secret`]; never the key itself, nor anything that can be reversed
+//! without the secret), so that Envoys whose tables differ in size still agree on it.
+//!
+//! `<secret id>` is a public name of the secret (8 hex digits): Envoys configured with
+//! different secrets, and the version before the keyed hash (whose keys were
+//! `<prefix><profile>/<md5 hex>`), each keep to their own key range, so no Envoy reads or
+//! watches a key it cannot use.
 
+use crate::table::secret::{HashKey, SECRET_LEN};
 use std::fmt::Write;
 use std::net::SocketAddr;
 
@@ -18,14 +25,16 @@ pub struct Record {
 /// The etcd key space of one profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeySpace {
-    /// `<prefix><profile>/`
+    /// `<prefix><profile>/<secret id>/`
     base: Vec<u8>,
 }
 
 impl KeySpace {
-    pub fn new(prefix: &str, profile: &str) -> KeySpace {
+    /// The key space of a profile mirrored with this `mirror.secret`.
+    pub fn new(prefix: &str, profile: &str, secret: &[u8; SECRET_LEN]) -> KeySpace {
+        let id = HashKey::new(secret).id();
         KeySpace {
-            base: format!("{prefix}{profile}/").into_bytes(),
+            base: format!("{prefix}{profile}/{id}/").into_bytes(),
         }
     }
 
@@ -106,26 +115,73 @@ mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
+    const SECRET: [u8; SECRET_LEN] = [1; SECRET_LEN];
+
+    fn hex(d: &[u8]) -> String {
+        d.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     #[test]
     fn keys_round_trip_and_foreign_keys_are_refused() {
-        let ks = KeySpace::new("/persist/", "users");
-        let d = md5::compute(b"alice").0;
+        let ks = KeySpace::new("/persist/", "users", &SECRET);
+        let id = HashKey::new(&SECRET).id();
+        let d = HashKey::new(&SECRET).mac(b"alice");
         let key = ks.key(&d);
+        let base = format!("/persist/users/{id}/");
         assert_eq!(
             String::from_utf8(key.clone()).unwrap(),
-            format!("/persist/users/{:x}", md5::compute(b"alice"))
+            format!("{base}{}", hex(&d))
         );
         assert_eq!(ks.digest(&key), Some(d));
-        assert_eq!(ks.start(), b"/persist/users/");
-        assert_eq!(ks.end(), b"/persist/users0");
+        assert_eq!(ks.start(), base.as_bytes());
+        assert_eq!(ks.end(), format!("/persist/users/{id}0").into_bytes());
         for bad in [
-            &b"/persist/other/00000000000000000000000000000000"[..],
-            b"/persist/users/0000",
-            b"/persist/users/0000000000000000000000000000000g",
-            b"/persist/users/0000000000000000000000000000000A",
-            b"/persist/users/+0000000000000000000000000000000",
+            "/persist/other/00000000000000000000000000000000".to_string(),
+            format!("/persist/other/{id}/00000000000000000000000000000000"),
+            format!("{base}0000"),
+            format!("{base}0000000000000000000000000000000g"),
+            format!("{base}0000000000000000000000000000000A"),
+            format!("{base}+0000000000000000000000000000000"),
         ] {
-            assert_eq!(ks.digest(bad), None, "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(ks.digest(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn key_names_are_a_mac_that_differs_across_secrets() {
+        let one = KeySpace::new("/persist/", "users", &SECRET);
+        let two = KeySpace::new("/persist/", "users", &[2; SECRET_LEN]);
+        let mac1 = HashKey::new(&SECRET).mac(b"203.0.113.7");
+        let mac2 = HashKey::new(&[2; SECRET_LEN]).mac(b"203.0.113.7");
+        assert_ne!(mac1, mac2);
+        let (k1, k2) = (one.key(&mac1), two.key(&mac2));
+        assert_ne!(k1, k2);
+        // Neither names the key by its plain MD5 (what the version before wrote, and what
+        // anyone can compute for every IPv4 address in minutes).
+        let md5 = format!("{:x}", md5::compute(b"203.0.113.7"));
+        for k in [&k1, &k2] {
+            assert!(!String::from_utf8_lossy(k).contains(&md5));
+        }
+        // Each secret keeps to its own range: the other's keys are outside it.
+        assert!(k2.as_slice() < one.start() || k2 >= one.end());
+        assert!(k1.as_slice() < two.start() || k1 >= two.end());
+        assert_eq!(one.digest(&k2), None);
+    }
+
+    #[test]
+    fn keys_of_the_md5_version_are_outside_the_range() {
+        // The version before the keyed hash wrote `<prefix><profile>/<md5 hex>`: those
+        // keys are neither in the range a new Envoy reads and watches nor decoded by it,
+        // and they lapse in etcd with their leases.
+        let ks = KeySpace::new("/persist/", "users", &SECRET);
+        for user in ["alice", "bob", "203.0.113.7", ""] {
+            let old = format!("/persist/users/{:x}", md5::compute(user.as_bytes())).into_bytes();
+            assert!(
+                old.as_slice() < ks.start() || old >= ks.end(),
+                "{}",
+                String::from_utf8_lossy(&old)
+            );
+            assert_eq!(ks.record(&old, b"127.0.0.1:8081 1 2"), None);
         }
     }
 

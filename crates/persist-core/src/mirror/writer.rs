@@ -196,7 +196,7 @@ mod tests {
     fn writer() -> Writer {
         let t = Duration::from_secs(100);
         Writer::new(
-            KeySpace::new("/p/", "x"),
+            KeySpace::new("/p/", "x", &[1; 32]),
             Timeouts::new(t, None),
             Buckets::for_timeout(t),
         )
@@ -247,7 +247,11 @@ mod tests {
             .map(|op| op.request_put.unwrap())
             .collect();
         puts.sort_by(|a, b| a.key.cmp(&b.key));
-        assert_eq!(puts[0].key, b"/p/x/01010101010101010101010101010101");
+        let id = crate::table::secret::HashKey::new(&[1; 32]).id();
+        assert_eq!(
+            puts[0].key,
+            format!("/p/x/{id}/01010101010101010101010101010101").into_bytes()
+        );
         assert_eq!(
             puts[0].value,
             format!("10.0.0.3:80 {NOW_S} {NOW_S}").into_bytes()

@@ -45,16 +45,16 @@ pub enum Session {
 impl Persistence {
     /// The registry of kinds: one line each.
     pub fn compile(config: &Config, host: &dyn Host) -> Result<Persistence, String> {
-        let table = |key| Persistence::Table(TablePersistence::new(config, key));
+        let table = |key| TablePersistence::new(config, key, host).map(Persistence::Table);
         Ok(match &config.kind {
             Kind::HttpCookie(c) => {
                 Persistence::Cookie(CookiePersistence::compile(config, c, host)?)
             }
-            Kind::AppCookie(c) => table(app_cookie::key(c)),
-            Kind::HttpHeader(c) => table(header::key(c)),
-            Kind::ClientIp(c) => table(client_ip::key_of(c)),
-            Kind::Tls(c) => table(tls::key(c)),
-            Kind::Custom(c) => table(custom::key(c)),
+            Kind::AppCookie(c) => table(app_cookie::key(c))?,
+            Kind::HttpHeader(c) => table(header::key(c))?,
+            Kind::ClientIp(c) => table(client_ip::key_of(c))?,
+            Kind::Tls(c) => table(tls::key(c))?,
+            Kind::Custom(c) => table(custom::key(c))?,
             Kind::ConsistentHash(c) => Persistence::Hash(HashPersistence::new(c)),
         })
     }

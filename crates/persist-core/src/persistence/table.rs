@@ -8,13 +8,14 @@
 use crate::client_key::ClientKey;
 use crate::config::Config;
 use crate::flow::Ctx;
+use crate::host::Host;
 use crate::mirror::follow::{lookup_answer, lookup_request};
 use crate::mirror::proto::KV;
 use crate::mirror::record::Record;
 use crate::stats::Counter;
 use crate::table::entry::{Entry, Timeouts};
 use crate::table::slot::{Effect, Expect};
-use crate::table::{KeyHash, Table};
+use crate::table::{secret, KeyHash, Table};
 use std::net::SocketAddr;
 
 #[derive(Debug)]
@@ -35,15 +36,23 @@ pub struct TableSession {
 }
 
 impl TablePersistence {
-    pub fn new(config: &Config, key: Box<dyn ClientKey>) -> TablePersistence {
-        TablePersistence {
+    /// The table's hash key is `mirror.secret`, or a secret generated per Envoy and shared
+    /// by its workers (README "Keyed hashing").
+    pub fn new(
+        config: &Config,
+        key: Box<dyn ClientKey>,
+        host: &dyn Host,
+    ) -> Result<TablePersistence, String> {
+        let hash_key = secret::hash_key(config, host, |buf| host.random(buf))?;
+        Ok(TablePersistence {
             table: Table::new(
                 &config.name,
                 config.max_entries,
                 Timeouts::new(config.timeout, config.absolute_timeout),
+                hash_key,
             ),
             key,
-        }
+        })
     }
 
     pub(crate) fn on_request(&self, ctx: &mut Ctx<'_>) -> TableSession {

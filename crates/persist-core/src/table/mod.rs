@@ -10,8 +10,10 @@
 //!
 //! - `S = ceil(max_entries / WAYS)` slots, shared-data keys `persist.<name>.t<S>.<i>`, each
 //!   holding up to `WAYS` (16) entries; slot capacities add up to exactly `max_entries`.
-//! - A client key is hashed (MD5, 128 bits): 64 bits choose the slot, 64 bits are the
-//!   entry's fingerprint. The key itself is never stored.
+//! - A client key is hashed with a keyed 128-bit hash ([`secret`]: SipHash-2-4 under a
+//!   secret of the profile): 64 bits choose the slot, 64 bits are the entry's fingerprint.
+//!   The key itself is never stored, and without the secret nobody can tell which slot a
+//!   key lands in.
 //! - Slot value: a version byte ([`slot::VERSION`]) and the entries ([`entry`]: fingerprint,
 //!   server, created, last use). An IPv4 entry is 23 bytes.
 //!
@@ -36,11 +38,13 @@
 //! The `entries` gauge is kept from the exact +/- of every successful write.
 
 pub mod entry;
+pub mod secret;
 pub mod slot;
 pub mod sweep;
 
 use crate::store::{SharedStore, StoreError, INSERT_ONLY};
 use entry::{Entry, Timeouts};
+use secret::HashKey;
 use slot::{Effect, Expect, Slot};
 use std::net::SocketAddr;
 
@@ -54,8 +58,8 @@ pub const MAX_RETRIES: usize = 8;
 pub struct KeyHash {
     pub slot: u32,
     pub fingerprint: u64,
-    /// The whole MD5 of the key: the mirror names the key by it in etcd, so that Envoys
-    /// with tables of different sizes agree on it.
+    /// The whole keyed hash of the key ([`HashKey::mac`]): the mirror names the key by it
+    /// in etcd, so that Envoys with tables of different sizes agree on it.
     pub digest: [u8; 16],
 }
 
@@ -66,10 +70,11 @@ pub struct Table {
     slots: u32,
     max_entries: u64,
     pub timeouts: Timeouts,
+    hash_key: HashKey,
 }
 
 impl Table {
-    pub fn new(profile: &str, max_entries: u64, timeouts: Timeouts) -> Table {
+    pub fn new(profile: &str, max_entries: u64, timeouts: Timeouts, hash_key: HashKey) -> Table {
         let max_entries = max_entries.clamp(1, u64::from(u32::MAX));
         let slots = u32::try_from(max_entries.div_ceil(WAYS)).unwrap_or(u32::MAX);
         Table {
@@ -77,6 +82,7 @@ impl Table {
             slots,
             max_entries,
             timeouts,
+            hash_key,
         }
     }
 
@@ -93,10 +99,10 @@ impl Table {
     }
 
     pub fn hash(&self, key: &[u8]) -> KeyHash {
-        self.key_of_digest(md5::compute(key).0)
+        self.key_of_digest(self.hash_key.mac(key))
     }
 
-    /// Where the key with this MD5 lives in this table.
+    /// Where the key with this keyed hash lives in this table.
     pub fn key_of_digest(&self, digest: [u8; 16]) -> KeyHash {
         let (lo, hi) = digest.split_at(8);
         let fingerprint = u64::from_le_bytes(lo.try_into().unwrap_or_default());
@@ -241,7 +247,33 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn table(max: u64) -> Table {
-        Table::new("t", max, Timeouts::new(Duration::from_secs(60), None))
+        keyed_table(max, &[0x5a; secret::SECRET_LEN])
+    }
+
+    fn keyed_table(max: u64, secret: &[u8; secret::SECRET_LEN]) -> Table {
+        Table::new(
+            "t",
+            max,
+            Timeouts::new(Duration::from_secs(60), None),
+            HashKey::new(secret),
+        )
+    }
+
+    /// The slot the version before the keyed hash chose: unkeyed MD5, its upper 64 bits
+    /// modulo the number of slots.
+    fn md5_slot(t: &Table, key: &[u8]) -> u32 {
+        let d = md5::compute(key).0;
+        let hi = u64::from_le_bytes(d[8..].try_into().unwrap());
+        (hi % u64::from(t.slots())) as u32
+    }
+
+    /// Keys anyone can compute offline that the unkeyed hash puts into `slot`.
+    fn crafted(t: &Table, slot: u32, n: usize) -> Vec<String> {
+        (0u64..)
+            .map(|i| format!("attacker-{i}"))
+            .filter(|k| md5_slot(t, k.as_bytes()) == slot)
+            .take(n)
+            .collect()
     }
 
     fn a(s: &str) -> SocketAddr {
@@ -341,5 +373,140 @@ mod tests {
             })
             .collect();
         assert!(used.len() > 4_000, "{} slots of {}", used.len(), t.slots());
+    }
+
+    #[test]
+    fn keys_crafted_for_one_md5_slot_spread_under_the_keyed_hash() {
+        let t = table(100_000);
+        let victim_slot = md5_slot(&t, b"victim");
+        let keys = crafted(&t, victim_slot, 64);
+        assert_eq!(keys.len(), 64);
+        assert!(keys
+            .iter()
+            .all(|k| md5_slot(&t, k.as_bytes()) == victim_slot));
+        // Under the keyed hash: 64 keys over 6250 slots. A uniform hash puts two of them
+        // in one slot with probability ~0.28 and three with ~0.0007.
+        let mut per_slot = std::collections::HashMap::new();
+        for k in &keys {
+            *per_slot.entry(t.hash(k.as_bytes()).slot).or_insert(0) += 1;
+        }
+        let most = per_slot.values().copied().max().unwrap();
+        assert!(most <= 2, "{most} crafted keys share a slot: {per_slot:?}");
+        assert!(per_slot.len() >= 62, "{} slots", per_slot.len());
+        let victim = t.hash(b"victim").slot;
+        assert!(per_slot.get(&victim).copied().unwrap_or(0) <= 1);
+    }
+
+    #[test]
+    fn a_victim_survives_a_burst_aimed_at_its_md5_slot() {
+        // A small table (max_entries 160: 10 slots of 16): the victim is bound, then 48
+        // keys crafted to share its MD5 slot are bound. Under MD5 they would fill that
+        // slot three times over; under the keyed hash they spread over the 10 slots.
+        let store = MemoryStore::default();
+        let t = table(160);
+        let victim = t.hash(b"victim");
+        t.bind(&store, victim, a("10.0.0.1:80"), 1000, Expect::Absent)
+            .unwrap();
+        let mut evicted = 0;
+        for k in crafted(&t, md5_slot(&t, b"victim"), 48) {
+            let e = t
+                .bind(
+                    &store,
+                    t.hash(k.as_bytes()),
+                    a("10.0.0.9:80"),
+                    1001,
+                    Expect::Absent,
+                )
+                .unwrap();
+            evicted += e.evicted;
+        }
+        let found = t.lookup(&store, victim, 1002).unwrap();
+        assert_eq!(found.map(|e| e.server), Some(a("10.0.0.1:80")));
+        assert_eq!(evicted, 0, "48 keys in 160 entries");
+        // The same burst against the unkeyed slot choice evicts the victim: what the
+        // crafted keys did to the version before (modelled here with the MD5 digest).
+        let old = MemoryStore::default();
+        let md5_key = |k: &[u8]| t.key_of_digest(md5::compute(k).0);
+        t.bind(
+            &old,
+            md5_key(b"victim"),
+            a("10.0.0.1:80"),
+            1000,
+            Expect::Absent,
+        )
+        .unwrap();
+        for k in crafted(&t, md5_slot(&t, b"victim"), 48) {
+            t.bind(
+                &old,
+                md5_key(k.as_bytes()),
+                a("10.0.0.9:80"),
+                1001,
+                Expect::Absent,
+            )
+            .unwrap();
+        }
+        assert_eq!(t.lookup(&old, md5_key(b"victim"), 1002).unwrap(), None);
+    }
+
+    #[test]
+    fn different_secrets_choose_different_slots() {
+        let one = keyed_table(100_000, &[1; secret::SECRET_LEN]);
+        let two = keyed_table(100_000, &[2; secret::SECRET_LEN]);
+        let keys: Vec<String> = (0..1000).map(|i| format!("user-{i}")).collect();
+        let same = keys
+            .iter()
+            .filter(|k| one.hash(k.as_bytes()).slot == two.hash(k.as_bytes()).slot)
+            .count();
+        assert!(
+            same <= 3,
+            "{same} of 1000 keys in the same slot under both secrets"
+        );
+        // The same secret (another worker, or a reload) agrees on every key.
+        let again = keyed_table(100_000, &[1; secret::SECRET_LEN]);
+        assert!(keys
+            .iter()
+            .all(|k| one.hash(k.as_bytes()) == again.hash(k.as_bytes())));
+    }
+
+    /// ns per hash of the keyed hash and of MD5 on typical keys (run natively, release:
+    /// `cargo test --release -p persist-core -- --ignored --nocapture hash_cost`).
+    #[test]
+    #[ignore]
+    fn hash_cost() {
+        use siphasher::sip128::{Hasher128, SipHasher13};
+        use std::hash::Hasher;
+        use std::time::Instant;
+        let k = HashKey::new(&[7; secret::SECRET_LEN]);
+        for key in [
+            &b"203.0.113.7"[..],
+            b"4F2A9C1E0B7D46A3B8E5C2D190F7A6B3",
+            &[b'x'; 200][..],
+        ] {
+            let n = 2_000_000u32;
+            let mut sink = 0u8;
+            let t0 = Instant::now();
+            for i in 0..n {
+                sink ^= k.mac(key)[(i & 15) as usize];
+            }
+            let sip24 = t0.elapsed().as_nanos() as f64 / f64::from(n);
+            let t0 = Instant::now();
+            for i in 0..n {
+                let mut h = SipHasher13::new_with_keys(1, 2);
+                h.write(&[0]);
+                h.write(key);
+                sink ^= h.finish128().as_bytes()[(i & 15) as usize];
+            }
+            let sip13 = t0.elapsed().as_nanos() as f64 / f64::from(n);
+            let t0 = Instant::now();
+            for i in 0..n {
+                sink ^= md5::compute(key).0[(i & 15) as usize];
+            }
+            let md5 = t0.elapsed().as_nanos() as f64 / f64::from(n);
+            println!(
+                "key {:>3} bytes: siphash-2-4-128 {sip24:.1} ns, siphash-1-3-128 {sip13:.1} ns, \
+                 md5 {md5:.1} ns ({sink})",
+                key.len()
+            );
+        }
     }
 }

@@ -80,7 +80,12 @@ mod tests {
     fn one_claim_per_second_and_the_cursor_wraps() {
         let store = MemoryStore::default();
         // 1000 entries → 63 slots; timeout 8 s → a pass in 2 s → 32 slots per claim.
-        let t = Table::new("w", 1000, Timeouts::new(Duration::from_secs(8), None));
+        let t = Table::new(
+            "w",
+            1000,
+            Timeouts::new(Duration::from_secs(8), None),
+            crate::table::secret::HashKey::new(&[1; 32]),
+        );
         assert_eq!(t.sweep_batch(), 32);
         assert_eq!(t.claim_sweep(&store, 10_000).unwrap(), Some(0..32));
         assert_eq!(t.claim_sweep(&store, 10_500).unwrap(), None, "too soon");
@@ -91,7 +96,12 @@ mod tests {
     #[test]
     fn sweep_drops_lapsed_entries_once() {
         let store = MemoryStore::default();
-        let t = Table::new("w", 100, Timeouts::new(Duration::from_secs(4), None));
+        let t = Table::new(
+            "w",
+            100,
+            Timeouts::new(Duration::from_secs(4), None),
+            crate::table::secret::HashKey::new(&[1; 32]),
+        );
         for i in 0..30u32 {
             let k = t.hash(&i.to_le_bytes());
             let server = "1.2.3.4:80".parse().unwrap();
