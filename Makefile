@@ -13,9 +13,15 @@ ENVOY_VERSION := 1.40.0
 wasm-target:
 	@rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)
 
+# The wasm module, and the same core as an Envoy dynamic module (native shared library; the
+# `native` profile keeps panics unwinding so that each exported function can stop one).
+NATIVE := target/native/libenvoy_persist_native.so
+
 build: wasm-target
 	cargo build --release --target $(TARGET) -p envoy-persist
+	cargo build --profile native -p persist-native
 	@echo "module: $(WASM) ($$(stat -c %s $(WASM)) bytes)"
+	@echo "native: $(NATIVE) ($$(stat -c %s $(NATIVE)) bytes)"
 
 # Project-local Python venv: test/demo tooling and, unless overridden, Envoy itself.
 $(VENV)/.stamp: tests/requirements.txt
@@ -39,7 +45,7 @@ lint: wasm-target
 	cargo clippy --workspace --target $(TARGET) -- -D warnings
 
 unit:
-	cargo test -p persist-core
+	cargo test -p persist-core -p persist-native
 
 # wrk drives the faults-under-load tests; etcd (server, etcdctl) backs the mirror tests.
 e2e: build envoy

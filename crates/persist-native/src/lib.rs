@@ -1,0 +1,23 @@
+//! envoy-persist as an Envoy **dynamic module**: a native shared library loaded by
+//! `envoy.filters.http.dynamic_modules`, running the same `persist-core` as the wasm module
+//! (README "Native module").
+//!
+//! - [`ffi`]: the ABI declarations this module uses (written here from Envoy's public header).
+//! - [`host`]: `persist_core::host::Host` over those callbacks.
+//! - [`store`]: the process-wide shared data, with proxy-wasm's CAS semantics.
+//! - [`settings`]: the plugin JSON as the native module reads it (the core's configuration,
+//!   plus the native-only `strict`).
+//! - `hooks` (not in unit tests): the exported event hooks. Each one runs its body under
+//!   `catch_unwind`: a panic fails open (the request goes on without persistence, `error` is
+//!   counted) and never unwinds into Envoy.
+
+pub mod ffi;
+pub mod guard;
+pub mod host;
+pub mod settings;
+pub mod store;
+
+#[cfg(not(test))]
+mod hooks;
+#[cfg(not(test))]
+mod logger;
