@@ -211,25 +211,6 @@ extern "C" {
     ) -> MetricsResult;
 }
 
-/// The callbacks' names, for the symbol check against the Envoy binary (`nm -D`).
-pub const CALLBACKS: &[&str] = &[
-    "envoy_dynamic_module_callback_log",
-    "envoy_dynamic_module_callback_log_enabled",
-    "envoy_dynamic_module_callback_http_get_header",
-    "envoy_dynamic_module_callback_http_set_header",
-    "envoy_dynamic_module_callback_http_add_header",
-    "envoy_dynamic_module_callback_http_filter_get_attribute_string",
-    "envoy_dynamic_module_callback_http_get_metadata_string",
-    "envoy_dynamic_module_callback_http_get_metadata_number",
-    "envoy_dynamic_module_callback_http_set_upstream_override_host",
-    "envoy_dynamic_module_callback_http_filter_config_define_counter",
-    "envoy_dynamic_module_callback_http_filter_config_define_gauge",
-    "envoy_dynamic_module_callback_http_filter_increment_counter",
-    "envoy_dynamic_module_callback_http_filter_increment_gauge",
-    "envoy_dynamic_module_callback_http_filter_decrement_gauge",
-    "envoy_dynamic_module_callback_http_filter_set_gauge",
-];
-
 // --- safe wrappers ---------------------------------------------------------------------------
 //
 // Each takes the Envoy pointer it was handed by the current event hook; Envoy guarantees the

@@ -61,9 +61,12 @@ fn report_panic(filter: FilterEnvoyPtr, config: Option<&NativeConfig>, hook: &st
             .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
     {
+        let profile = config.map_or("?", |c| c.settings.config.name.as_str());
         ffi::log(
             LogLevel::Error,
-            &format!("envoy-persist: internal error in {hook}; request passed without persistence"),
+            &format!(
+                "envoy-persist: internal error in {hook} (profile {profile}); request passed without persistence"
+            ),
         );
     }
 }

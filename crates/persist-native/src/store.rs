@@ -17,7 +17,8 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 const SHARDS: usize = 16;
 
-type Shard = Mutex<HashMap<String, (Vec<u8>, u32)>>;
+type Map = HashMap<String, (Vec<u8>, u32)>;
+type Shard = Mutex<Map>;
 
 /// Shared data with the host's CAS semantics, safe to use from every worker thread.
 #[derive(Debug)]
@@ -42,7 +43,7 @@ impl NativeStore {
         STORE.get_or_init(NativeStore::default)
     }
 
-    fn shard(&self, key: &str) -> Option<MutexGuard<'_, HashMap<String, (Vec<u8>, u32)>>> {
+    fn shard(&self, key: &str) -> Option<MutexGuard<'_, Map>> {
         let mut h = DefaultHasher::new();
         key.hash(&mut h);
         let i = (h.finish() % SHARDS as u64) as usize;
