@@ -104,6 +104,7 @@ pub enum Attribute {
     RequestId = 9,
     RequestProtocol = 10,
     RequestQuery = 11,
+    ResponseCodeDetails = 16,
     SourceAddress = 24,
     DestinationAddress = 26,
     ConnectionRequestedServerName = 30,

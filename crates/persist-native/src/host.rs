@@ -93,6 +93,8 @@ pub fn property_source<'a>(path: &[&'a str]) -> Option<PropertySource<'a>> {
         ["request", "id"] => RequestId,
         ["request", "protocol"] => RequestProtocol,
         ["request", "query"] => RequestQuery,
+        // Whether an upstream produced the response (the flow issues nothing from local replies).
+        ["response", "code_details"] => ResponseCodeDetails,
         _ => return None,
     };
     Some(PropertySource::Attribute(attr))
