@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ENVOY_VERSION := 1.40.0
 
-.PHONY: build wasm-target venv envoy run test lint unit e2e clean fuzz fuzz-smoke unit-wasm32 table-memory
+.PHONY: build wasm-target venv envoy run test lint unit e2e clean fuzz fuzz-smoke unit-wasm32 table-memory dist
 
 wasm-target:
 	@rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)
@@ -22,6 +22,19 @@ build: wasm-target
 	cargo build --profile native -p persist-native
 	@echo "module: $(WASM) ($$(stat -c %s $(WASM)) bytes)"
 	@echo "native: $(NATIVE) ($$(stat -c %s $(NATIVE)) bytes)"
+
+# Release artifacts in dist/ (README "Release artifacts"): the module optimized by wasm-opt
+# (Debian's binaryen), its sha256, and dist/oci, an OCI image layout of it tagged with the
+# crate version, the image Istio's WasmPlugin and Envoy Gateway pull. Timestamps are
+# SOURCE_DATE_EPOCH (default 0): the same module gives the same digests.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+dist: build
+	scripts/apt-need.sh wasm-opt=binaryen
+	rm -rf dist && mkdir dist
+	wasm-opt -O3 --strip-debug --strip-producers $(WASM) -o dist/envoy_persist.wasm
+	cd dist && sha256sum envoy_persist.wasm > envoy_persist.wasm.sha256
+	python3 scripts/oci_layout.py --wasm dist/envoy_persist.wasm --tag $(VERSION) --out dist/oci
+	@echo "dist/envoy_persist.wasm ($$(stat -c %s dist/envoy_persist.wasm) bytes) sha256 $$(cut -d' ' -f1 dist/envoy_persist.wasm.sha256)"
 
 # Project-local Python venv: test/demo tooling and, unless overridden, Envoy itself.
 $(VENV)/.stamp: tests/requirements.txt
@@ -47,9 +60,10 @@ lint: wasm-target
 unit:
 	cargo test -p persist-core -p persist-native
 
-# wrk drives the faults-under-load tests; etcd (server, etcdctl) backs the mirror tests.
-e2e: build envoy
-	scripts/apt-need.sh wrk=wrk etcd=etcd-server etcdctl=etcd-client
+# wrk drives the faults-under-load tests; etcd (server, etcdctl) backs the mirror tests;
+# skopeo and docker-registry carry dist/'s image through a registry (test_release).
+e2e: build envoy dist
+	scripts/apt-need.sh wrk=wrk etcd=etcd-server etcdctl=etcd-client skopeo=skopeo docker-registry=docker-registry
 	ENVOY_BIN="$$(scripts/envoy-bin.sh)" PERSIST_WASM=$(WASM) $(VENV)/bin/pytest -q tests/e2e
 
 test: lint unit unit-wasm32 fuzz-smoke e2e
@@ -84,7 +98,7 @@ soak: build envoy
 
 clean:
 	cargo clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) dist
 
 # The no-op proxy-wasm filter: the floor of any wasm filter in `make bench`.
 # make mirror-load: what one etcd member carries when every request is a new binding

@@ -1,50 +1,173 @@
-//! The host calls the filter makes, each one wrapped so that a host error becomes `None` or
-//! `Err` instead of a panic. Header values are read as bytes: the SDK's string getters
-//! unwrap UTF-8 and would panic on a hostile header.
+//! The proxy-wasm [`Host`]: the only place that calls the SDK. Every call is wrapped so that
+//! a host error becomes `None` or `Err` instead of a panic. Header values are read as
+//! bytes: the SDK's string getters unwrap UTF-8 and would panic on a hostile header.
 
+use persist_core::host::{GrpcHost, Host, HostError, MetricId, MetricKind};
 use persist_core::store::{SharedStore, StoreError};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 use std::time::{Duration, UNIX_EPOCH};
 
-pub fn request_header(name: &str) -> Option<Vec<u8>> {
-    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-        .ok()
-        .flatten()
+/// proxy-wasm host calls, as the flow sees them. Zero-sized: the calls address the
+/// context Envoy is currently running.
+pub struct WasmHost;
+
+fn ok<T>(r: Result<T, Status>) -> Result<T, HostError> {
+    r.map_err(|_| HostError)
 }
 
-/// Replaces (or, with `None`, removes) a request header.
-pub fn set_request_header(name: &str, value: Option<&str>) -> Result<(), Status> {
-    match value {
-        Some(v) => hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(v)),
-        None => hostcalls::remove_map_value(MapType::HttpRequestHeaders, name),
+fn header(map: MapType, name: &str) -> Option<Vec<u8>> {
+    hostcalls::get_map_value_bytes(map, name).ok().flatten()
+}
+
+impl Host for WasmHost {
+    fn request_header(&self, name: &str) -> Option<Vec<u8>> {
+        header(MapType::HttpRequestHeaders, name)
+    }
+
+    fn set_request_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        ok(hostcalls::set_map_value_bytes(
+            MapType::HttpRequestHeaders,
+            name,
+            Some(value),
+        ))
+    }
+
+    fn remove_request_header(&self, name: &str) -> Result<(), HostError> {
+        ok(hostcalls::remove_map_value(
+            MapType::HttpRequestHeaders,
+            name,
+        ))
+    }
+
+    fn response_header(&self, name: &str) -> Option<Vec<u8>> {
+        header(MapType::HttpResponseHeaders, name)
+    }
+
+    fn response_header_values(&self, name: &str) -> Vec<Vec<u8>> {
+        response_header_values(name)
+    }
+
+    fn add_response_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        ok(hostcalls::add_map_value_bytes(
+            MapType::HttpResponseHeaders,
+            name,
+            value,
+        ))
+    }
+
+    fn remove_response_header(&self, name: &str) -> Result<(), HostError> {
+        ok(hostcalls::remove_map_value(
+            MapType::HttpResponseHeaders,
+            name,
+        ))
+    }
+
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        hostcalls::get_property(path.to_vec()).ok().flatten()
+    }
+
+    fn now_ms(&self) -> Option<u64> {
+        now_ms()
+    }
+
+    fn random(&self, buf: &mut [u8]) -> bool {
+        random(buf)
+    }
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError> {
+        let kind = match kind {
+            MetricKind::Counter => MetricType::Counter,
+            MetricKind::Gauge => MetricType::Gauge,
+        };
+        ok(hostcalls::define_metric(kind, name))
+    }
+
+    fn increment_counter(&self, id: MetricId, by: u64) -> Result<(), HostError> {
+        ok(hostcalls::increment_metric(
+            id,
+            i64::try_from(by).unwrap_or(i64::MAX),
+        ))
+    }
+
+    fn add_to_gauge(&self, id: MetricId, delta: i64) -> Result<(), HostError> {
+        ok(hostcalls::increment_metric(id, delta))
+    }
+
+    fn set_gauge(&self, id: MetricId, value: u64) -> Result<(), HostError> {
+        ok(hostcalls::record_metric(id, value))
+    }
+
+    fn grpc(&self) -> Option<&dyn GrpcHost> {
+        Some(self)
     }
 }
 
-pub fn response_header(name: &str) -> Option<Vec<u8>> {
-    hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
-        .ok()
-        .flatten()
-}
+/// proxy-wasm shared data (one map per `vm_id`, shared by all workers of an Envoy).
+impl SharedStore for WasmHost {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+        match hostcalls::get_shared_data(key) {
+            Ok((Some(v), cas)) => Ok(Some((v, cas.unwrap_or(0)))),
+            Ok((None, Some(cas))) => Ok(Some((Vec::new(), cas))),
+            Ok((None, None)) => Ok(None),
+            Err(_) => Err(StoreError::Host),
+        }
+    }
 
-pub fn remove_response_header(name: &str) -> Result<(), Status> {
-    hostcalls::remove_map_value(MapType::HttpResponseHeaders, name)
-}
-
-pub fn add_response_header(name: &str, value: &str) -> Result<(), Status> {
-    hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value)
-}
-
-/// Replaces (or, with `None`, removes) a request header, with a value of raw bytes.
-pub fn set_request_header_bytes(name: &str, value: Option<&[u8]>) -> Result<(), Status> {
-    match value {
-        Some(v) => hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(v)),
-        None => hostcalls::remove_map_value(MapType::HttpRequestHeaders, name),
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
+        let cas = (cas != 0).then_some(cas);
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
+            Err(_) => Err(StoreError::Host),
+        }
     }
 }
 
-pub fn property(path: &[&str]) -> Option<Vec<u8>> {
-    hostcalls::get_property(path.to_vec()).ok().flatten()
+/// gRPC through an Envoy cluster named by `service` (a serialized `GrpcService`); answers
+/// arrive in the calling context's `on_grpc_*` callbacks.
+impl GrpcHost for WasmHost {
+    fn call(
+        &self,
+        service: &str,
+        service_name: &str,
+        method: &str,
+        message: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
+        ok(hostcalls::dispatch_grpc_call(
+            service,
+            service_name,
+            method,
+            Vec::new(),
+            Some(message),
+            timeout,
+        ))
+    }
+
+    fn open_stream(
+        &self,
+        service: &str,
+        service_name: &str,
+        method: &str,
+        first: &[u8],
+    ) -> Result<u32, HostError> {
+        let token = ok(hostcalls::open_grpc_stream(
+            service,
+            service_name,
+            method,
+            Vec::new(),
+        ))?;
+        if hostcalls::send_grpc_stream_message(token, Some(first), false).is_err() {
+            let _ = hostcalls::cancel_grpc_stream(token);
+            return Err(HostError);
+        }
+        Ok(token)
+    }
+
+    fn cancel_stream(&self, token: u32) {
+        let _ = hostcalls::cancel_grpc_stream(token);
+    }
 }
 
 /// proxy-wasm `StreamType::HttpRequest`.
@@ -63,7 +186,7 @@ mod abi {
 
 /// Every value of response header `name` (lower-case). The SDK's map getter unwraps UTF-8
 /// on header names; this reads the host's serialization and parses it defensively.
-pub fn response_header_values(name: &str) -> Vec<Vec<u8>> {
+fn response_header_values(name: &str) -> Vec<Vec<u8>> {
     let mut data: *mut u8 = std::ptr::null_mut();
     let mut size: usize = 0;
     // SAFETY: the host writes a pointer it allocated through the SDK's exported
@@ -93,97 +216,19 @@ pub fn now_ms() -> Option<u64> {
     u64::try_from(d.as_millis()).ok()
 }
 
+/// Fills `buf` from the host's random source (WASI `random_get`).
+pub fn random(buf: &mut [u8]) -> bool {
+    getrandom::getrandom(buf).is_ok()
+}
+
 pub fn plugin_configuration(size: usize) -> Option<Vec<u8>> {
     hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size)
         .ok()
         .flatten()
 }
 
-pub fn define_counter(name: &str) -> Result<u32, Status> {
-    hostcalls::define_metric(MetricType::Counter, name)
-}
-
-pub fn define_gauge(name: &str) -> Result<u32, Status> {
-    hostcalls::define_metric(MetricType::Gauge, name)
-}
-
-/// Adds `delta` (possibly negative) to a gauge shared by all workers.
-pub fn add_to_gauge(metric: u32, delta: i64) -> Result<(), Status> {
-    hostcalls::increment_metric(metric, delta)
-}
-
-pub fn increment(metric: u32, by: u64) -> Result<(), Status> {
-    hostcalls::increment_metric(metric, i64::try_from(by).unwrap_or(i64::MAX))
-}
-
 pub fn set_tick_period(period: Duration) -> Result<(), Status> {
     hostcalls::set_tick_period(period)
-}
-
-/// Fills `buf` from the host's random source (WASI `random_get`).
-pub fn random(buf: &mut [u8]) -> bool {
-    getrandom::getrandom(buf).is_ok()
-}
-
-/// proxy-wasm shared data (one map per `vm_id`, shared by all workers of an Envoy).
-pub struct HostStore;
-
-impl SharedStore for HostStore {
-    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
-        match hostcalls::get_shared_data(key) {
-            Ok((Some(v), cas)) => Ok(Some((v, cas.unwrap_or(0)))),
-            Ok((None, Some(cas))) => Ok(Some((Vec::new(), cas))),
-            Ok((None, None)) => Ok(None),
-            Err(_) => Err(StoreError::Host),
-        }
-    }
-
-    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
-        let cas = (cas != 0).then_some(cas);
-        match hostcalls::set_shared_data(key, Some(value), cas) {
-            Ok(()) => Ok(()),
-            Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
-            Err(_) => Err(StoreError::Host),
-        }
-    }
-}
-
-/// A unary gRPC call through the Envoy cluster `service` (serialized `GrpcService`):
-/// its token, answered in `on_grpc_call_response` of the calling context.
-pub fn grpc_call(
-    service: &str,
-    service_name: &str,
-    method: &str,
-    message: &[u8],
-    timeout: Duration,
-) -> Result<u32, Status> {
-    hostcalls::dispatch_grpc_call(
-        service,
-        service_name,
-        method,
-        Vec::new(),
-        Some(message),
-        timeout,
-    )
-}
-
-/// Opens a gRPC stream and sends its first message.
-pub fn grpc_stream(
-    service: &str,
-    service_name: &str,
-    method: &str,
-    first: &[u8],
-) -> Result<u32, Status> {
-    let token = hostcalls::open_grpc_stream(service, service_name, method, Vec::new())?;
-    if let Err(s) = hostcalls::send_grpc_stream_message(token, Some(first), false) {
-        let _ = hostcalls::cancel_grpc_stream(token);
-        return Err(s);
-    }
-    Ok(token)
-}
-
-pub fn grpc_cancel_stream(token: u32) {
-    let _ = hostcalls::cancel_grpc_stream(token);
 }
 
 /// The message just received by a gRPC call or stream.
@@ -191,11 +236,6 @@ pub fn grpc_body(size: usize) -> Option<Vec<u8>> {
     hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, size)
         .ok()
         .flatten()
-}
-
-/// Sets a gauge to `value`.
-pub fn set_gauge(metric: u32, value: u64) -> Result<(), Status> {
-    hostcalls::record_metric(metric, value)
 }
 
 /// Lets a request paused in `on_http_request_headers` go on. Called through the ABI: the

@@ -1,21 +1,19 @@
-//! envoy-persist: the proxy-wasm entry point. This crate is only host glue — reading and
-//! writing headers, shared data, time, stats — around the logic in `persist-core`.
+//! envoy-persist: the proxy-wasm entry point. This crate is host glue only: every decision
+//! is made in `persist-core` ([`persist_core::flow`]); here the proxy-wasm callbacks are
+//! forwarded to it, through a [`persist_core::host::Host`] made of proxy-wasm host calls.
 //!
-//! - [`root`]: configuration (per VM), the worker's shared state, the stats/suspect tick.
-//! - [`http`]: the per-request filter: name the persisted server, learn who answered.
-//! - [`keys`]: reading each type's key from the request.
-//! - [`mirror`]: the etcd calls of the mirror (SPEC 2.4).
-//! - [`host`]: the few host calls used, wrapped so that none can panic on request data.
+//! - [`state`]: the root context of each VM: the compiled profile, the worker's state, the
+//!   background tick and the mirror's gRPC callbacks.
+//! - [`http`]: the per-request context.
+//! - [`host`]: the proxy-wasm [`persist_core::host::Host`]: the only place that calls the SDK.
 
 mod host;
 mod http;
-mod keys;
-mod mirror;
-mod root;
+mod state;
 
 use proxy_wasm::types::LogLevel;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| Box::new(root::PersistRoot::default()));
+    proxy_wasm::set_root_context(|_| Box::new(state::PersistRoot::default()));
 }}

@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 use persist_core::config::ClientIpConfig;
 use persist_core::cookie::header;
 use persist_core::header_pairs;
-use persist_core::keys::{client_ip, header_safe, set_cookie, url};
+use persist_core::client_key::{client_ip, header_safe, response_cookie, url};
 
 fuzz_target!(|data: &[u8]| {
     if let Some(ip) = client_ip::parse(data) {
@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         let k = client_ip::key(ip, &cfg);
         assert!(k.len() == 5 || k.len() == 17);
     }
-    let _ = set_cookie::value(data, "JSESSIONID");
+    let _ = response_cookie::value(data, "JSESSIONID");
     let _ = header_pairs::values(data, b"set-cookie");
     // app_cookie: cookie, then path parameter, then query parameter.
     let _ = header::values(data, b"JSESSIONID").next();

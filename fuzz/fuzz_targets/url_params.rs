@@ -2,7 +2,7 @@
 //! they return lies inside the path.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use persist_core::keys::url;
+use persist_core::client_key::url;
 
 fuzz_target!(|data: &[u8]| {
     let split = data.first().map_or(0, |b| usize::from(*b) % 12);

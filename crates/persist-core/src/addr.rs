@@ -1,5 +1,5 @@
 //! Upstream server addresses as Envoy prints them (`ip:port`, `[v6]:port`), and the value of
-//! the hand-off header for each hand-off mode (SPEC 1).
+//! the hand-off header for each hand-off mode (README "How it works").
 
 use crate::config::Handoff;
 use base64::engine::general_purpose::STANDARD;

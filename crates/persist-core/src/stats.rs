@@ -1,5 +1,8 @@
-//! Stats (SPEC 3): counters per profile, named `persist.<profile>.<counter>`. Workers count
-//! locally and flush on their tick, so the request path makes no stats host call.
+//! Stats (README "Stats"): counters per profile, named `persist.<profile>.<counter>`.
+//! Workers count locally ([`LocalCounts`]) and flush on their tick, so the request path
+//! makes no stats host call.
+
+use crate::table::slot::Effect;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Counter {
@@ -56,7 +59,7 @@ pub fn gauge_name(profile: &str) -> String {
     named(profile, ENTRIES)
 }
 
-/// The mirror's stats (SPEC 2.4), named like the counters: counters of keys acknowledged
+/// The mirror's stats (README "More than one Envoy"), named like the counters: counters of keys acknowledged
 /// by etcd, watch events received and failed etcd calls, and a gauge that is 1 while this
 /// Envoy's watch is established.
 pub const MIRROR_PUT: &str = "mirror_put";
@@ -64,22 +67,54 @@ pub const MIRROR_EVENT: &str = "mirror_event";
 pub const MIRROR_ERROR: &str = "mirror_error";
 pub const MIRROR_CONNECTED: &str = "mirror_connected";
 
+/// Requests that named a server through the hand-off header while Envoy chose another one
+/// without saying so: the stateful_session filter is missing or placed before this one.
+pub const HANDOFF_IGNORED: &str = "handoff_ignored";
+
 /// The metric name of any stat `stat` of profile `profile`: `persist.<profile>.<stat>`.
 pub fn named(profile: &str, stat: &str) -> String {
     format!("persist.{profile}.{stat}")
 }
 
-/// Counts not yet handed to the host.
+/// Counts a worker has not yet handed to the host.
 #[derive(Debug, Default, Clone)]
-pub struct Pending {
+pub struct LocalCounts {
     counts: [u64; Counter::ALL.len()],
     /// Net change of the `entries` gauge.
     pub entries: i64,
     /// Failed etcd lookups of the request path (`mirror_error`).
     pub mirror_errors: u64,
+    /// `handoff_ignored`.
+    pub handoff_ignored: u64,
 }
 
-impl Pending {
+impl LocalCounts {
+    /// What one table write of a request did: `new`, `rebind`, `expired`, `evicted` and
+    /// the `entries` gauge.
+    pub fn table_write(&mut self, e: &Effect) {
+        if e.new {
+            self.add(Counter::New);
+        }
+        if e.rebound {
+            self.add(Counter::Rebind);
+        }
+        self.table_merge(e);
+    }
+
+    /// A merge from the mirror changes the table, not a request's outcome: `expired`,
+    /// `evicted` and the `entries` gauge only.
+    pub fn table_merge(&mut self, e: &Effect) {
+        self.add_n(Counter::Expired, u64::from(e.expired));
+        self.add_n(Counter::Evicted, u64::from(e.evicted));
+        self.entries = self.entries.saturating_add(e.entries_delta());
+    }
+
+    /// `n` lapsed entries swept in the background.
+    pub fn table_sweep(&mut self, n: u32) {
+        self.add_n(Counter::Expired, u64::from(n));
+        self.entries = self.entries.saturating_sub(i64::from(n));
+    }
+
     pub fn add(&mut self, c: Counter) {
         self.add_n(c, 1);
     }
@@ -113,7 +148,7 @@ mod tests {
 
     #[test]
     fn pending_drains() {
-        let mut p = Pending::default();
+        let mut p = LocalCounts::default();
         p.add(Counter::Hit);
         p.add(Counter::Hit);
         p.add(Counter::Error);

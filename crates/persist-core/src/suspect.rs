@@ -1,4 +1,4 @@
-//! Suspect servers (SPEC 1, `suspect_for`): a persisted server that did not answer is not
+//! Suspect servers (README "How it works", `suspect_for`): a persisted server that did not answer is not
 //! named again for a while, by any worker. The list lives in one shared-data key as text
 //! lines `<until unix ms> <ip:port>`; each worker keeps a copy, re-read on its tick when the
 //! CAS token moved, so the request path reads only local memory.

@@ -1,4 +1,4 @@
-//! Cookie value codecs (SPEC 2.1). Each turns a server (and, where the format has them,
+//! Cookie value codecs (README "Cookie formats and migration"). Each turns a server (and, where the format has them,
 //! timestamps) into a cookie value and back. Decoders take raw client bytes and never panic.
 //!
 //! - [`sealed`]: AES-256-GCM, tamper-proof and opaque (the default).

@@ -1,13 +1,20 @@
-//! The plugin configuration (SPEC 2): parsed strictly, validated completely, and turned into
+//! The plugin configuration (README "Configuration reference"): parsed strictly, validated completely, and turned into
 //! a [`Config`] the filter can use without further checks. Every error names its field.
 
+mod cookie;
 mod duration;
-mod types;
+mod hash;
+mod mirror;
+mod source;
+mod table;
 
+pub use cookie::{CookieConfig, CookieFormat, SameSite, MAX_KEYS};
 pub use duration::{parse_duration, ConfigDuration};
-pub use types::{AppCookieConfig, ClientIpConfig, HashConfig, HeaderConfig, Source, TlsKey};
+pub use hash::HashConfig;
+pub use mirror::MirrorConfig;
+pub use source::Source;
+pub use table::{AppCookieConfig, ClientIpConfig, HeaderConfig, TlsKey};
 
-use base64::Engine;
 use serde::Deserialize;
 use std::fmt;
 use std::time::Duration;
@@ -36,7 +43,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// How the chosen server is handed to Envoy (SPEC 1).
+/// How the chosen server is handed to Envoy (README "How it works").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Handoff {
@@ -46,7 +53,7 @@ pub enum Handoff {
     OverrideHost,
 }
 
-/// Persistence types (SPEC 2).
+/// Persistence types (README "Configuration reference").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PersistType {
@@ -73,33 +80,6 @@ impl PersistType {
     }
 }
 
-/// Cookie encodings (SPEC 2.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CookieFormat {
-    Sealed,
-    Envoy,
-    Nginx,
-    Bigip,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum SameSite {
-    Strict,
-    Lax,
-    None,
-}
-
-impl SameSite {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SameSite::Strict => "Strict",
-            SameSite::Lax => "Lax",
-            SameSite::None => "None",
-        }
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -112,111 +92,28 @@ struct RawConfig {
     absolute_timeout: Option<ConfigDuration>,
     suspect_for: Option<ConfigDuration>,
     max_entries: Option<u64>,
-    cookie: Option<RawCookie>,
-    app_cookie: Option<types::RawAppCookie>,
-    header: Option<types::RawHeader>,
-    client_ip: Option<types::RawClientIp>,
-    tls: Option<types::RawTls>,
-    custom: Option<types::RawCustom>,
-    hash: Option<types::RawHash>,
-    mirror: Option<RawMirror>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMirror {
-    cluster: Option<String>,
-    prefix: Option<String>,
-    timeout: Option<ConfigDuration>,
-}
-
-/// A validated `mirror` section (SPEC 2.4): the table mirrored through etcd.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MirrorConfig {
-    /// The Envoy cluster (HTTP/2) whose endpoints are the etcd members.
-    pub cluster: String,
-    /// etcd key prefix; the profile's keys are `<prefix><profile>/<hash>`.
-    pub prefix: String,
-    /// The longest a request waits for etcd.
-    pub timeout: Duration,
-}
-
-impl RawMirror {
-    fn validate(self) -> Result<MirrorConfig, ConfigError> {
-        let cluster = self
-            .cluster
-            .ok_or_else(|| ConfigError::new("mirror.cluster", "required: the etcd cluster"))?;
-        if cluster.is_empty() || cluster.len() > 256 {
-            return Err(ConfigError::new(
-                "mirror.cluster",
-                "give the name of an Envoy cluster (1 to 256 characters)",
-            ));
-        }
-        let prefix = self.prefix.unwrap_or_else(|| "/persist/".to_string());
-        if prefix.is_empty() || prefix.len() > 256 {
-            return Err(ConfigError::new(
-                "mirror.prefix",
-                "give a non-empty etcd key prefix of at most 256 bytes",
-            ));
-        }
-        let timeout = self.timeout.map_or(Duration::from_millis(50), |d| d.0);
-        if timeout < Duration::from_millis(1) || timeout > Duration::from_secs(10) {
-            return Err(ConfigError::new(
-                "mirror.timeout",
-                "must be between 1ms and 10s",
-            ));
-        }
-        Ok(MirrorConfig {
-            cluster,
-            prefix,
-            timeout,
-        })
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCookie {
-    name: Option<String>,
-    format: Option<CookieFormat>,
-    keys: Option<Vec<String>>,
-    path: Option<String>,
-    domain: Option<String>,
-    secure: Option<bool>,
-    http_only: Option<bool>,
-    same_site: Option<SameSite>,
-    max_age: Option<ConfigDuration>,
-    always_send: Option<bool>,
-}
-
-/// A validated `http_cookie` section.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CookieConfig {
-    pub name: String,
-    pub format: CookieFormat,
-    /// Configured sealing keys; empty means "generate one per Envoy process".
-    pub keys: Vec<[u8; 32]>,
-    pub path: String,
-    pub domain: Option<String>,
-    pub secure: bool,
-    pub http_only: bool,
-    pub same_site: Option<SameSite>,
-    pub max_age: Option<Duration>,
-    pub always_send: bool,
+    cookie: Option<cookie::RawCookie>,
+    app_cookie: Option<table::RawAppCookie>,
+    header: Option<table::RawHeader>,
+    client_ip: Option<table::RawClientIp>,
+    tls: Option<table::RawTls>,
+    custom: Option<table::RawCustom>,
+    hash: Option<hash::RawHash>,
+    mirror: Option<mirror::RawMirror>,
 }
 
 /// Type-specific settings of a profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
-    /// Client stored (SPEC 2.1).
+    /// Client stored (README "Cookie formats and migration").
     HttpCookie(CookieConfig),
-    /// Locally stored (SPEC 2.2): the key of each request maps to a server in the table.
+    /// Locally stored (README "Locally stored types"): the key of each request maps to a server in the table.
     AppCookie(AppCookieConfig),
     HttpHeader(HeaderConfig),
     ClientIp(ClientIpConfig),
     Tls(TlsKey),
     Custom(Source),
-    /// SPEC 2.3: a key for Envoy's ring_hash / maglev; nothing stored.
+    /// README "consistent_hash": a key for Envoy's ring_hash / maglev; nothing stored.
     ConsistentHash(HashConfig),
 }
 
@@ -238,11 +135,9 @@ pub struct Config {
     pub absolute_timeout: Option<Duration>,
     pub suspect_for: Duration,
     pub max_entries: u64,
-    /// SPEC 2.4: locally stored types only.
+    /// README "More than one Envoy": locally stored types only.
     pub mirror: Option<MirrorConfig>,
 }
-
-pub const MAX_KEYS: usize = 16;
 
 impl Config {
     /// Parses and validates the plugin configuration JSON.
@@ -274,26 +169,18 @@ fn is_token_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
 }
 
+/// A header name field: lower-cased, a valid HTTP token.
+pub(super) fn header_name(field: &str, value: String) -> Result<String, ConfigError> {
+    let value = value.to_ascii_lowercase();
+    check_token(field, &value)?;
+    Ok(value)
+}
+
 pub(crate) fn check_token(field: &str, value: &str) -> Result<(), ConfigError> {
     if value.is_empty() || value.len() > 256 || !value.bytes().all(is_token_char) {
         return Err(ConfigError::new(
             field,
             format!("`{value}` is not a valid HTTP token"),
-        ));
-    }
-    Ok(())
-}
-
-fn check_attribute(field: &str, value: &str) -> Result<(), ConfigError> {
-    if value.is_empty()
-        || value.len() > 1024
-        || !value
-            .bytes()
-            .all(|c| (0x21..0x7f).contains(&c) && c != b';' && c != b',')
-    {
-        return Err(ConfigError::new(
-            field,
-            format!("`{value}` is not a valid cookie attribute value"),
         ));
     }
     Ok(())
@@ -382,12 +269,12 @@ impl RawConfig {
         }
         let kind = match kind {
             PersistType::HttpCookie => {
-                Kind::HttpCookie(validate_cookie(self.cookie.unwrap_or_else(empty_cookie))?)
+                Kind::HttpCookie(self.cookie.unwrap_or_default().validate()?)
             }
             PersistType::AppCookie => Kind::AppCookie(
                 self.app_cookie
                     .map(|a| a.validate())
-                    .unwrap_or_else(|| types::RawAppCookie::default().validate())?,
+                    .unwrap_or_else(|| table::RawAppCookie::default().validate())?,
             ),
             PersistType::HttpHeader => Kind::HttpHeader(
                 self.header
@@ -399,12 +286,12 @@ impl RawConfig {
             PersistType::ClientIp => Kind::ClientIp(
                 self.client_ip
                     .map(|c| c.validate())
-                    .unwrap_or_else(|| types::RawClientIp::default().validate())?,
+                    .unwrap_or_else(|| table::RawClientIp::default().validate())?,
             ),
             PersistType::Tls => Kind::Tls(
                 self.tls
                     .map(|t| t.validate())
-                    .unwrap_or_else(|| types::RawTls::default().validate())?,
+                    .unwrap_or_else(|| table::RawTls::default().validate())?,
             ),
             PersistType::Custom => Kind::Custom(
                 self.custom
@@ -450,93 +337,6 @@ impl RawConfig {
             mirror,
         })
     }
-}
-
-fn empty_cookie() -> RawCookie {
-    RawCookie {
-        name: None,
-        format: None,
-        keys: None,
-        path: None,
-        domain: None,
-        secure: None,
-        http_only: None,
-        same_site: None,
-        max_age: None,
-        always_send: None,
-    }
-}
-
-fn validate_cookie(raw: RawCookie) -> Result<CookieConfig, ConfigError> {
-    let name = raw.name.unwrap_or_else(|| "persist".to_string());
-    check_token("cookie.name", &name)?;
-    let format = raw.format.unwrap_or(CookieFormat::Sealed);
-    let mut keys = Vec::new();
-    if let Some(list) = raw.keys {
-        if format != CookieFormat::Sealed {
-            return Err(ConfigError::new(
-                "cookie.keys",
-                "keys are only used by the `sealed` format",
-            ));
-        }
-        if list.is_empty() || list.len() > MAX_KEYS {
-            return Err(ConfigError::new(
-                "cookie.keys",
-                format!("give 1 to {MAX_KEYS} keys, or leave the field out to generate one"),
-            ));
-        }
-        for (i, text) in list.iter().enumerate() {
-            let field = format!("cookie.keys[{i}]");
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(text.trim())
-                .map_err(|_| ConfigError::new(&field, "not base64"))?;
-            let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-                ConfigError::new(
-                    &field,
-                    format!("must be 32 bytes (AES-256), is {} bytes", bytes.len()),
-                )
-            })?;
-            keys.push(key);
-        }
-    }
-    let path = raw.path.unwrap_or_else(|| "/".to_string());
-    check_attribute("cookie.path", &path)?;
-    if !path.starts_with('/') {
-        return Err(ConfigError::new("cookie.path", "must start with `/`"));
-    }
-    if let Some(domain) = &raw.domain {
-        check_attribute("cookie.domain", domain)?;
-    }
-    let same_site = raw.same_site;
-    let secure = raw.secure.unwrap_or(false);
-    if same_site == Some(SameSite::None) && !secure {
-        return Err(ConfigError::new(
-            "cookie.same_site",
-            "`None` requires `secure: true` (browsers drop the cookie otherwise)",
-        ));
-    }
-    let max_age = match raw.max_age {
-        None => None,
-        Some(d) if d.0.as_secs() == 0 => {
-            return Err(ConfigError::new(
-                "cookie.max_age",
-                "must be at least one second (leave it out for a session cookie)",
-            ))
-        }
-        Some(d) => Some(d.0),
-    };
-    Ok(CookieConfig {
-        name,
-        format,
-        keys,
-        path,
-        domain: raw.domain,
-        secure,
-        http_only: raw.http_only.unwrap_or(true),
-        same_site,
-        max_age,
-        always_send: raw.always_send.unwrap_or(false),
-    })
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The persist table mirrored through etcd (SPEC 2.4), so that a client keeps its server
+//! The persist table mirrored through etcd (README "More than one Envoy"), so that a client keeps its server
 //! whichever Envoy of the same profile it reaches, and across their restarts.
 //!
 //! # How it works
@@ -26,6 +26,7 @@
 //! <last use>`.
 
 pub mod backoff;
+pub mod driver;
 pub mod follow;
 pub mod lease;
 pub mod proto;

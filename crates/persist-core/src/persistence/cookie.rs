@@ -1,11 +1,14 @@
-//! `http_cookie` persistence (SPEC 2.1): the client stores the server in a cookie; nothing is
+//! `http_cookie` persistence (README "Cookie formats and migration"): the client stores the server in a cookie; nothing is
 //! stored in the proxy (bar the NGINX hashes). This module decides, for a request, which
 //! server to name, and for a response, whether and what `Set-Cookie` to send.
 
 use crate::codec::{self, bigip, envoy, nginx, sealed, Decoded, Times};
-use crate::config::{CookieConfig, CookieFormat};
+use crate::config::{Config, CookieConfig, CookieFormat};
 use crate::cookie::{header, set_cookie::SetCookieTemplate};
+use crate::flow::Ctx;
+use crate::host::Host;
 use crate::stats::Counter;
+use crate::store::{self, StoreError};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -236,6 +239,133 @@ impl CookiePersistence {
 
     pub fn format(&self) -> CookieFormat {
         self.format
+    }
+}
+
+/// What the request half found: the request's valid persistence, if any.
+#[derive(Debug, Default)]
+pub struct CookieSession {
+    persisted: Option<Persisted>,
+}
+
+/// Sealing keys in effect: the configured ones, or one generated per Envoy process and
+/// shared by all its workers through shared data (README "Keys").
+fn sealing_keys(
+    config: &Config,
+    cookie: &CookieConfig,
+    host: &dyn Host,
+) -> Result<Vec<[u8; 32]>, String> {
+    if cookie.format != CookieFormat::Sealed || !cookie.keys.is_empty() {
+        return Ok(cookie.keys.clone());
+    }
+    let mut candidate = [0u8; 32];
+    if !host.random(&mut candidate) {
+        return Err("cookie.keys: no randomness to generate a key; configure one".into());
+    }
+    let key_name = format!("persist.{}.sealkey", config.name);
+    let stored =
+        store::get_or_insert(host, &key_name, &candidate, |v| v.len() == 32).map_err(|e| {
+            format!("cookie.keys: could not share a generated key ({e:?}); configure one")
+        })?;
+    let key: [u8; 32] = stored
+        .as_slice()
+        .try_into()
+        .map_err(|_| "cookie.keys: shared key has the wrong size".to_string())?;
+    Ok(vec![key])
+}
+
+impl CookiePersistence {
+    /// Prepares the `http_cookie` persistence of a profile, generating the sealing key
+    /// when none is configured.
+    pub fn compile(
+        config: &Config,
+        cookie: &CookieConfig,
+        host: &dyn Host,
+    ) -> Result<Self, String> {
+        let keys = sealing_keys(config, cookie, host)?;
+        CookiePersistence::new(cookie, &keys, config.timeout, config.absolute_timeout)
+            .ok_or_else(|| "cookie.keys: the sealed format needs a key".to_string())
+    }
+
+    /// The request half. Host calls on the steady path (valid cookie): the cookie read,
+    /// the clock for the formats that carry times.
+    pub(crate) fn on_request(&self, ctx: &mut Ctx<'_>) -> CookieSession {
+        let header = ctx.host.request_header("cookie");
+        let now_s = if self.needs_clock() && header.is_some() {
+            ctx.now_ms() / 1000
+        } else {
+            0
+        };
+        let mut found = self.read(header.as_deref(), now_s);
+        if let Found::Hash(hash) = found {
+            found = match ctx.worker.hashes.resolve(ctx.host, &hash) {
+                Ok(Some(addr)) => Found::Server(Persisted {
+                    addr,
+                    times: Default::default(),
+                }),
+                Ok(None) => Found::Nothing,
+                Err(StoreError::CasMismatch | StoreError::Host) => {
+                    ctx.count(Counter::Error);
+                    Found::Nothing
+                }
+            };
+        }
+        let mut session = CookieSession::default();
+        match found {
+            Found::Nothing | Found::Hash(_) => ctx.count(Counter::Miss),
+            Found::Invalid => ctx.count(Counter::Invalid),
+            Found::Server(p) => {
+                session.persisted = Some(p);
+                ctx.prefer(p.addr);
+            }
+        }
+        session
+    }
+
+    /// The response half: learn the NGINX hash of the server that answered, and send the
+    /// cookie when it is new, moved, due for refresh or always sent.
+    pub(crate) fn on_response(
+        &self,
+        session: &mut CookieSession,
+        ctx: &mut Ctx<'_>,
+        answered: SocketAddr,
+    ) {
+        if self.format == CookieFormat::Nginx
+            && !ctx.worker.hashes.published(answered)
+            && ctx.response_from_upstream()
+            && ctx.worker.hashes.learn(ctx.host, answered).is_err()
+        {
+            ctx.count(Counter::Error);
+        }
+        let now_ms = if self.needs_clock() || ctx.named().is_some_and(|n| n != answered) {
+            ctx.now_ms()
+        } else {
+            0
+        };
+        let host = ctx.host;
+        let worker = &mut *ctx.worker;
+        let reply = self.reply(session.persisted, answered, now_ms / 1000, || {
+            worker.next_nonce(host)
+        });
+        if reply.set_cookie.is_none() && reply.counters.is_empty() {
+            return;
+        }
+        // Nothing is issued, re-issued or rebound from a response no upstream produced.
+        if !ctx.response_from_upstream() {
+            return;
+        }
+        for c in &reply.counters {
+            ctx.count(*c);
+        }
+        if let Some(sc) = reply.set_cookie {
+            if ctx
+                .host
+                .add_response_header("set-cookie", sc.as_bytes())
+                .is_err()
+            {
+                ctx.count(Counter::Error);
+            }
+        }
     }
 }
 

@@ -57,6 +57,11 @@ impl LearnedHashes {
     }
 
     /// Records that `addr` answered; writes shared data only the first time per worker.
+    /// Whether this worker already published `addr` (learning it again writes nothing).
+    pub fn published(&self, addr: SocketAddr) -> bool {
+        self.published.contains(&addr)
+    }
+
     pub fn learn(&mut self, store: &dyn SharedStore, addr: SocketAddr) -> Result<(), StoreError> {
         if self.published.contains(&addr) {
             return Ok(());

@@ -95,7 +95,7 @@ impl Timeouts {
         }
     }
 
-    /// A use refreshes `last_use` only when it is at least this old (SPEC 2.2: `timeout/4`).
+    /// A use refreshes `last_use` only when it is at least this old (README "Locally stored types": `timeout/4`).
     pub fn refresh_after_s(&self) -> u64 {
         (self.idle_s / 4).max(1)
     }

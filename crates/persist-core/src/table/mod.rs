@@ -1,4 +1,4 @@
-//! The persist table (SPEC 2.2): key → server bindings of the locally stored types, in
+//! The persist table (README "Locally stored types"): key → server bindings of the locally stored types, in
 //! proxy-wasm shared data so that every worker of an Envoy sees the same entries.
 //!
 //! # Why slots

@@ -89,7 +89,7 @@ impl Slot {
         u32::try_from(before - self.entries.len()).unwrap_or(u32::MAX)
     }
 
-    /// Applies a binding learned from another Envoy (the mirror, SPEC 2.4). It replaces
+    /// Applies a binding learned from another Envoy (the mirror, README "More than one Envoy"). It replaces
     /// whatever this slot holds for the key (the mirror delivers writes in etcd's order, so
     /// the last one wins everywhere); an equal binding only moves `last_use` forward, and a
     /// remote entry that has already lapsed is ignored. `rebound` and `new` describe the

@@ -1,8 +1,24 @@
 //! The client address Envoy computed (property `source.address`, already honouring
 //! `xff_num_trusted_hops`), masked to a prefix so that neighbours can share a server.
 
+use super::ClientKey;
 use crate::config::ClientIpConfig;
+use crate::host::Host;
 use std::net::{IpAddr, SocketAddr};
+
+#[derive(Debug)]
+pub struct ClientIpKey(ClientIpConfig);
+
+pub fn key_of(cfg: &ClientIpConfig) -> Box<dyn ClientKey> {
+    Box::new(ClientIpKey(*cfg))
+}
+
+impl ClientKey for ClientIpKey {
+    fn read(&self, host: &dyn Host) -> Option<Vec<u8>> {
+        let ip = parse(&host.property(&["source", "address"])?)?;
+        Some(key(ip, &self.0))
+    }
+}
 
 /// Parses `ip:port`, `[v6]:port` or a bare address.
 pub fn parse(raw: &[u8]) -> Option<IpAddr> {

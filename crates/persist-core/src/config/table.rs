@@ -1,27 +1,11 @@
-//! The sections of the locally stored types (SPEC 2.2) and of `consistent_hash` (SPEC 2.3):
-//! raw serde shapes and their validation into the types the filter uses.
+//! The sections of the locally stored types (README "Locally stored types"): raw serde
+//! shapes and their validation into the types the filter uses.
 
-use super::{check_token, ConfigError};
+use super::source::{RawSource, Source};
+use super::{check_token, header_name, ConfigError};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-
-/// Where a key is read from (`custom.source`, `hash.source`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// A request header's value.
-    Header(String),
-    /// A request cookie's value.
-    Cookie(String),
-    /// A query parameter's value (raw, not percent-decoded).
-    Query(String),
-    /// A host property, e.g. dynamic metadata another filter set.
-    Property(Vec<String>),
-    /// The client address Envoy computed (`source.address`), without the port.
-    ClientIp,
-    /// The request path without its query string.
-    Path,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppCookieConfig {
@@ -50,13 +34,6 @@ pub enum TlsKey {
     SessionId { header: String },
     /// `connection.sha256_peer_certificate_digest` (mTLS clients).
     PeerCertificate,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HashConfig {
-    pub source: Source,
-    /// Lower-cased request header the route's `hash_policy` reads.
-    pub header: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,37 +74,8 @@ pub(super) struct RawTls {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawSource {
-    header: Option<String>,
-    cookie: Option<String>,
-    query: Option<String>,
-    property: Option<Vec<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawCustom {
     source: Option<RawSource>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub(super) enum RawHashSource {
-    Named(String),
-    Object(RawSource),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawHash {
-    source: Option<RawHashSource>,
-    header: Option<String>,
-}
-
-fn header_name(field: &str, value: String) -> Result<String, ConfigError> {
-    let value = value.to_ascii_lowercase();
-    check_token(field, &value)?;
-    Ok(value)
 }
 
 impl RawAppCookie {
@@ -205,75 +153,10 @@ impl RawTls {
     }
 }
 
-impl RawSource {
-    fn validate(self, field: &str) -> Result<Source, ConfigError> {
-        let given = [
-            self.header.is_some(),
-            self.cookie.is_some(),
-            self.query.is_some(),
-            self.property.is_some(),
-        ];
-        if given.iter().filter(|g| **g).count() != 1 {
-            return Err(ConfigError::new(
-                field,
-                "give exactly one of `header`, `cookie`, `query`, `property`",
-            ));
-        }
-        if let Some(h) = self.header {
-            return Ok(Source::Header(header_name(&format!("{field}.header"), h)?));
-        }
-        if let Some(c) = self.cookie {
-            check_token(&format!("{field}.cookie"), &c)?;
-            return Ok(Source::Cookie(c));
-        }
-        if let Some(q) = self.query {
-            check_token(&format!("{field}.query"), &q)?;
-            return Ok(Source::Query(q));
-        }
-        let path = self.property.unwrap_or_default();
-        if path.is_empty() || path.len() > 16 || path.iter().any(|p| p.is_empty()) {
-            return Err(ConfigError::new(
-                &format!("{field}.property"),
-                "give 1 to 16 non-empty path segments",
-            ));
-        }
-        Ok(Source::Property(path))
-    }
-}
-
 impl RawCustom {
     pub(super) fn validate(self) -> Result<Source, ConfigError> {
         self.source
             .ok_or_else(|| ConfigError::new("custom.source", "required for type custom"))?
             .validate("custom.source")
-    }
-}
-
-impl RawHash {
-    pub(super) fn validate(self) -> Result<HashConfig, ConfigError> {
-        let source = match self.source {
-            None => {
-                return Err(ConfigError::new(
-                    "hash.source",
-                    "required for type consistent_hash",
-                ))
-            }
-            Some(RawHashSource::Named(n)) => match n.as_str() {
-                "client_ip" => Source::ClientIp,
-                "path" => Source::Path,
-                _ => {
-                    return Err(ConfigError::new(
-                        "hash.source",
-                        format!("`{n}`: use \"client_ip\", \"path\" or a source object"),
-                    ))
-                }
-            },
-            Some(RawHashSource::Object(o)) => o.validate("hash.source")?,
-        };
-        let header = header_name(
-            "hash.header",
-            self.header.unwrap_or_else(|| "x-persist-hash".to_string()),
-        )?;
-        Ok(HashConfig { source, header })
     }
 }

@@ -1,0 +1,158 @@
+//! The `cookie` section (`http_cookie`, README "Cookie persistence"): raw serde shape and
+//! its validation.
+
+use super::{check_token, ConfigDuration, ConfigError};
+use base64::Engine;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Sealing keys at most (README "Keys": the first seals, all open).
+pub const MAX_KEYS: usize = 16;
+
+/// Cookie encodings (README "Cookie formats and migration").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CookieFormat {
+    Sealed,
+    Envoy,
+    Nginx,
+    Bigip,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SameSite {
+    Strict,
+    Lax,
+    None,
+}
+
+impl SameSite {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
+            SameSite::None => "None",
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCookie {
+    name: Option<String>,
+    format: Option<CookieFormat>,
+    keys: Option<Vec<String>>,
+    path: Option<String>,
+    domain: Option<String>,
+    secure: Option<bool>,
+    http_only: Option<bool>,
+    same_site: Option<SameSite>,
+    max_age: Option<ConfigDuration>,
+    always_send: Option<bool>,
+}
+
+/// A validated `http_cookie` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieConfig {
+    pub name: String,
+    pub format: CookieFormat,
+    /// Configured sealing keys; empty means "generate one per Envoy process".
+    pub keys: Vec<[u8; 32]>,
+    pub path: String,
+    pub domain: Option<String>,
+    pub secure: bool,
+    pub http_only: bool,
+    pub same_site: Option<SameSite>,
+    pub max_age: Option<Duration>,
+    pub always_send: bool,
+}
+
+fn check_attribute(field: &str, value: &str) -> Result<(), ConfigError> {
+    if value.is_empty()
+        || value.len() > 1024
+        || !value
+            .bytes()
+            .all(|c| (0x21..0x7f).contains(&c) && c != b';' && c != b',')
+    {
+        return Err(ConfigError::new(
+            field,
+            format!("`{value}` is not a valid cookie attribute value"),
+        ));
+    }
+    Ok(())
+}
+
+impl RawCookie {
+    pub(super) fn validate(self) -> Result<CookieConfig, ConfigError> {
+        let raw = self;
+        let name = raw.name.unwrap_or_else(|| "persist".to_string());
+        check_token("cookie.name", &name)?;
+        let format = raw.format.unwrap_or(CookieFormat::Sealed);
+        let mut keys = Vec::new();
+        if let Some(list) = raw.keys {
+            if format != CookieFormat::Sealed {
+                return Err(ConfigError::new(
+                    "cookie.keys",
+                    "keys are only used by the `sealed` format",
+                ));
+            }
+            if list.is_empty() || list.len() > MAX_KEYS {
+                return Err(ConfigError::new(
+                    "cookie.keys",
+                    format!("give 1 to {MAX_KEYS} keys, or leave the field out to generate one"),
+                ));
+            }
+            for (i, text) in list.iter().enumerate() {
+                let field = format!("cookie.keys[{i}]");
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(text.trim())
+                    .map_err(|_| ConfigError::new(&field, "not base64"))?;
+                let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+                    ConfigError::new(
+                        &field,
+                        format!("must be 32 bytes (AES-256), is {} bytes", bytes.len()),
+                    )
+                })?;
+                keys.push(key);
+            }
+        }
+        let path = raw.path.unwrap_or_else(|| "/".to_string());
+        check_attribute("cookie.path", &path)?;
+        if !path.starts_with('/') {
+            return Err(ConfigError::new("cookie.path", "must start with `/`"));
+        }
+        if let Some(domain) = &raw.domain {
+            check_attribute("cookie.domain", domain)?;
+        }
+        let same_site = raw.same_site;
+        let secure = raw.secure.unwrap_or(false);
+        if same_site == Some(SameSite::None) && !secure {
+            return Err(ConfigError::new(
+                "cookie.same_site",
+                "`None` requires `secure: true` (browsers drop the cookie otherwise)",
+            ));
+        }
+        let max_age = match raw.max_age {
+            None => None,
+            Some(d) if d.0.as_secs() == 0 => {
+                return Err(ConfigError::new(
+                    "cookie.max_age",
+                    "must be at least one second (leave it out for a session cookie)",
+                ))
+            }
+            Some(d) => Some(d.0),
+        };
+        Ok(CookieConfig {
+            name,
+            format,
+            keys,
+            path,
+            domain: raw.domain,
+            secure,
+            http_only: raw.http_only.unwrap_or(true),
+            same_site,
+            max_age,
+            always_send: raw.always_send.unwrap_or(false),
+        })
+    }
+}
