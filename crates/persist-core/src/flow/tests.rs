@@ -703,5 +703,7 @@ fn bad_configurations_name_their_field_and_a_host_without_grpc_refuses_the_mirro
         Profile::compile(br#"{"type":"http_cookie","cookie":{"nmae":"x"}}"#, &host).unwrap_err();
     assert!(e.contains("cookie"), "{e}");
     let e = Profile::compile(MIRRORED.as_bytes(), &host).unwrap_err();
-    assert!(e.starts_with("mirror:"), "{e}");
+    assert!(e.starts_with("invalid configuration: mirror:"), "{e}");
+    // Refused before any stat is defined.
+    assert!(host.metrics.borrow().is_empty());
 }
