@@ -8,11 +8,13 @@
 
 use crate::ffi::{self, ConfigEnvoyPtr, EnvoyBuffer, FilterEnvoyPtr, LogLevel, STATUS_CONTINUE};
 use crate::guard::guarded;
-use crate::host::NativeHost;
-use crate::settings::{self, Settings};
+use crate::host::{find_defined, NativeHost};
 use crate::store::NativeStore;
+use crate::workers::{self, Shared, Unavailable};
+use persist_core::flow::{Profile, Request};
 use persist_core::host::{Host, MetricKind};
 use persist_core::stats::{self, Counter};
+use std::cell::RefCell;
 use std::os::raw::{c_char, c_void};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -22,18 +24,19 @@ static ABI_VERSION: &[u8] = b"v0.2.0\0";
 
 /// One filter configuration (one `envoy.filters.http.dynamic_modules` filter in a listener).
 pub struct NativeConfig {
-    pub settings: Settings,
-    /// `persist.<profile>.error`, counted when a hook panics.
+    shared: Shared,
+    /// `persist.<profile>.error`, counted when a hook panics or a worker cannot compile.
     error_counter: Option<u32>,
 }
 
-/// One stream.
+/// One stream: its configuration and the flow's per-request state.
 pub struct NativeFilter {
     config: *const NativeConfig,
+    request: Request,
 }
 
 impl NativeFilter {
-    fn config(&self) -> Option<&NativeConfig> {
+    fn config<'a>(&self) -> Option<&'a NativeConfig> {
         // SAFETY: Envoy destroys every filter before the configuration it was made from.
         unsafe { self.config.as_ref() }
     }
@@ -45,11 +48,8 @@ fn filter_of<'a>(module_ptr: *const c_void) -> Option<&'a mut NativeFilter> {
     unsafe { (module_ptr as *mut NativeFilter).as_mut() }
 }
 
-/// At most one log line per 10 s for panics caught at the boundary.
-fn report_panic(filter: FilterEnvoyPtr, config: Option<&NativeConfig>, hook: &str) {
-    if let (false, Some(id)) = (filter.is_null(), config.and_then(|c| c.error_counter)) {
-        let _ = NativeHost::for_filter(filter).increment_counter(id, 1);
-    }
+/// At most one log line per 10 s for what made a request go on without persistence.
+fn log_throttled(message: impl FnOnce() -> String) {
     static LAST: AtomicU64 = AtomicU64::new(0);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -61,13 +61,51 @@ fn report_panic(filter: FilterEnvoyPtr, config: Option<&NativeConfig>, hook: &st
             .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
     {
-        let profile = config.map_or("?", |c| c.settings.config.name.as_str());
-        ffi::log(
-            LogLevel::Error,
-            &format!(
-                "envoy-persist: internal error in {hook} (profile {profile}); request passed without persistence"
-            ),
-        );
+        ffi::log(LogLevel::Error, &message());
+    }
+}
+
+fn count_error(filter: FilterEnvoyPtr, config: Option<&NativeConfig>) {
+    if let (false, Some(id)) = (filter.is_null(), config.and_then(|c| c.error_counter)) {
+        let _ = NativeHost::for_filter(filter).increment_counter(id, 1);
+    }
+}
+
+/// A panic caught at the boundary: `error` counted, one line at most every 10 s.
+fn report_panic(filter: FilterEnvoyPtr, config: Option<&NativeConfig>, hook: &str) {
+    count_error(filter, config);
+    let profile = config.map_or("?", |c| c.shared.name.as_str());
+    log_throttled(|| {
+        format!(
+            "envoy-persist: internal error in {hook} (profile {profile}); request passed without persistence"
+        )
+    });
+}
+
+/// Runs the flow with this worker's profile; a worker that cannot have one lets the
+/// request go on without persistence (`error` counted, logged at most every 10 s).
+fn with_flow(
+    f: &mut NativeFilter,
+    filter_envoy: FilterEnvoyPtr,
+    host: &NativeHost<'_>,
+    body: impl FnOnce(&mut Request, &Profile, &mut persist_core::flow::Worker),
+) {
+    let Some(config) = f.config() else {
+        return;
+    };
+    let request = &mut f.request;
+    match workers::with_worker(&config.shared, host, filter_envoy, |p, w| {
+        body(request, p, w)
+    }) {
+        Ok(()) => {}
+        Err(Unavailable::Busy) => count_error(filter_envoy, Some(config)),
+        Err(Unavailable::Compile(message)) => {
+            count_error(filter_envoy, Some(config));
+            let name = &config.shared.name;
+            log_throttled(|| {
+                format!("envoy-persist: profile {name}: worker not ready ({message}); request passed without persistence")
+            });
+        }
     }
 }
 
@@ -107,24 +145,6 @@ pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
     )
 }
 
-/// Defines the profile's stats (Envoy accepts definitions only during this hook).
-fn define_stats(host: &NativeHost, settings: &Settings) -> Option<u32> {
-    let profile = &settings.config.name;
-    let mut error = None;
-    for c in Counter::ALL {
-        let id = host
-            .define_metric(MetricKind::Counter, &stats::metric_name(profile, c))
-            .ok();
-        if c == Counter::Error {
-            error = id;
-        }
-    }
-    if settings.config.kind.uses_table() {
-        let _ = host.define_metric(MetricKind::Gauge, &stats::gauge_name(profile));
-    }
-    error
-}
-
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     config_envoy: ConfigEnvoyPtr,
@@ -137,12 +157,21 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         || {
             // SAFETY: Envoy hands the filter_config bytes, valid during this hook.
             let json = unsafe { config.to_vec() };
-            match settings::parse(&json) {
-                Ok(settings) => {
-                    let host = NativeHost::for_config(config_envoy);
-                    let error_counter = define_stats(&host, &settings);
+            // Compiled here to validate the JSON completely and define the stats (Envoy
+            // allows that only now); each worker compiles its own copy on first use.
+            let defined = RefCell::new(Vec::new());
+            let compiled = Profile::compile(&json, &NativeHost::for_config(config_envoy, &defined));
+            match compiled {
+                Ok(profile) => {
+                    let defined = defined.into_inner();
+                    let error_counter = find_defined(
+                        &defined,
+                        MetricKind::Counter,
+                        &stats::metric_name(&profile.config.name, Counter::Error),
+                    );
+                    let shared = Shared::new(json, profile.config.name.clone(), defined);
                     let boxed = Box::new(NativeConfig {
-                        settings,
+                        shared,
                         error_counter,
                     });
                     Box::into_raw(boxed) as *const c_void
@@ -207,6 +236,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
         || {
             let filter = Box::new(NativeFilter {
                 config: config as *const NativeConfig,
+                request: Request::new(),
             });
             Box::into_raw(filter) as *const c_void
         },
@@ -233,14 +263,13 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     filter_module: *const c_void,
     _end_of_stream: bool,
 ) -> u32 {
-    stream_hook(
-        filter_envoy,
-        filter_module,
-        "request headers",
-        |_f, _host| {
-            // The persistence flow runs here once persist-core exposes it (README "Native module").
-        },
-    )
+    stream_hook(filter_envoy, filter_module, "request headers", |f, host| {
+        // The native host names the server through the upstream override and has no
+        // mirror: the flow never waits for a lookup here.
+        with_flow(f, filter_envoy, host, |r, p, w| {
+            let _ = r.on_request_headers(p, w, host);
+        });
+    })
 }
 
 #[no_mangle]
@@ -253,7 +282,13 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
         filter_envoy,
         filter_module,
         "response headers",
-        |_f, _host| {},
+        |f, host| {
+            with_flow(f, filter_envoy, host, |r, p, w| {
+                r.on_response_headers(p, w, host);
+                // No per-worker timer: the counts go out now (README "Native module").
+                w.flush_stats(p, host, host.now_ms());
+            });
+        },
     )
 }
 

@@ -12,25 +12,59 @@ use persist_core::store::{SharedStore, StoreError};
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub struct NativeHost {
-    config: ConfigEnvoyPtr,
-    filter: FilterEnvoyPtr,
+/// A stat defined at configuration: its kind, name and Envoy's id for it.
+pub type Defined = (MetricKind, String, MetricId);
+
+/// How [`Host::define_metric`] works on this host. Envoy defines stats only while a filter
+/// configuration is created, but every worker compiles its own profile (the profile keeps
+/// per-worker caches): at configuration the stats are defined and recorded, on a worker the
+/// same names are looked up.
+#[derive(Clone, Copy)]
+pub enum Stats<'a> {
+    /// A stream hook: no stat is defined.
+    None,
+    /// `config_new`: define through Envoy, and record.
+    Define(&'a std::cell::RefCell<Vec<Defined>>),
+    /// A worker compiling the profile: the ids recorded at configuration.
+    Lookup(&'a [Defined]),
 }
 
-impl NativeHost {
-    /// The host of `envoy_dynamic_module_on_http_filter_config_new`.
-    pub fn for_config(config: ConfigEnvoyPtr) -> NativeHost {
+pub struct NativeHost<'a> {
+    config: ConfigEnvoyPtr,
+    filter: FilterEnvoyPtr,
+    stats: Stats<'a>,
+}
+
+impl<'a> NativeHost<'a> {
+    /// The host of `envoy_dynamic_module_on_http_filter_config_new`, recording every stat it
+    /// defines into `defined`.
+    pub fn for_config(
+        config: ConfigEnvoyPtr,
+        defined: &'a std::cell::RefCell<Vec<Defined>>,
+    ) -> NativeHost<'a> {
         NativeHost {
             config,
             filter: std::ptr::null_mut(),
+            stats: Stats::Define(defined),
         }
     }
 
     /// The host of a stream's hooks.
-    pub fn for_filter(filter: FilterEnvoyPtr) -> NativeHost {
+    pub fn for_filter(filter: FilterEnvoyPtr) -> NativeHost<'static> {
         NativeHost {
             config: std::ptr::null_mut(),
             filter,
+            stats: Stats::None,
+        }
+    }
+
+    /// The host of a stream's hook compiling the worker's profile: stats resolve to the ids
+    /// defined at configuration.
+    pub fn for_worker(filter: FilterEnvoyPtr, defined: &'a [Defined]) -> NativeHost<'a> {
+        NativeHost {
+            config: std::ptr::null_mut(),
+            filter,
+            stats: Stats::Lookup(defined),
         }
     }
 
@@ -50,6 +84,14 @@ impl NativeHost {
             Err(HostError)
         }
     }
+}
+
+/// The id recorded for (`kind`, `name`).
+pub fn find_defined(defined: &[Defined], kind: MetricKind, name: &str) -> Option<MetricId> {
+    defined
+        .iter()
+        .find(|(k, n, _)| *k == kind && n == name)
+        .map(|(_, _, id)| *id)
 }
 
 fn ok(done: bool) -> Result<(), HostError> {
@@ -100,7 +142,7 @@ pub fn property_source<'a>(path: &[&'a str]) -> Option<PropertySource<'a>> {
     Some(PropertySource::Attribute(attr))
 }
 
-impl SharedStore for NativeHost {
+impl SharedStore for NativeHost<'_> {
     fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
         NativeStore::global().get(key)
     }
@@ -110,7 +152,7 @@ impl SharedStore for NativeHost {
     }
 }
 
-impl Host for NativeHost {
+impl Host for NativeHost<'_> {
     fn request_header(&self, name: &str) -> Option<Vec<u8>> {
         ffi::get_header(self.filter().ok()?, HeaderType::RequestHeader, name, 0).0
     }
@@ -194,13 +236,28 @@ impl Host for NativeHost {
         }))
     }
 
+    fn has_upstream_override(&self) -> bool {
+        true
+    }
+
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError> {
-        if self.config.is_null() {
-            return Err(HostError);
+        match self.stats {
+            Stats::None => Err(HostError),
+            Stats::Lookup(defined) => find_defined(defined, kind, name).ok_or(HostError),
+            Stats::Define(defined) => {
+                if let Some(id) = find_defined(&defined.borrow(), kind, name) {
+                    return Ok(id);
+                }
+                if self.config.is_null() {
+                    return Err(HostError);
+                }
+                let id = ffi::define_metric(self.config, kind == MetricKind::Gauge, name)
+                    .ok_or(HostError)?;
+                let id = MetricId::try_from(id).map_err(|_| HostError)?;
+                defined.borrow_mut().push((kind, name.to_string(), id));
+                Ok(id)
+            }
         }
-        let id =
-            ffi::define_metric(self.config, kind == MetricKind::Gauge, name).ok_or(HostError)?;
-        MetricId::try_from(id).map_err(|_| HostError)
     }
 
     fn increment_counter(&self, id: MetricId, by: u64) -> Result<(), HostError> {

@@ -5,8 +5,8 @@
 //! - [`ffi`]: the ABI declarations this module uses (written here from Envoy's public header).
 //! - [`host`]: `persist_core::host::Host` over those callbacks.
 //! - [`store`]: the process-wide shared data, with proxy-wasm's CAS semantics.
-//! - [`settings`]: the plugin JSON as the native module reads it (the core's configuration,
-//!   plus the native-only `strict`).
+//! - `workers`: each worker thread's compiled profile and `persist_core::flow::Worker`, per
+//!   filter configuration, and the background tick run from the request path.
 //! - `hooks` (not in unit tests): the exported event hooks. Each one runs its body under
 //!   `catch_unwind`: a panic fails open (the request goes on without persistence, `error` is
 //!   counted) and never unwinds into Envoy.
@@ -18,8 +18,8 @@
 mod ffi;
 pub mod guard;
 mod host;
-pub mod settings;
 pub mod store;
+mod workers;
 
 #[cfg(not(test))]
 mod hooks;
