@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from conftest import (EXAMPLES, ROOT, Envoy, envoy_bin, http_request, native_env, native_path)
-from test_config_errors import BAD, GOOD_KEY
+from test_config_errors import BAD, GOOD_KEY, WASM_ONLY_BAD
 
 NATIVE_EXAMPLES = sorted(p.name for p in EXAMPLES.glob("native-*.yaml"))
 ABI_MATCHED = re.compile(r"Dynamic module ABI version (\S+) matched")
@@ -95,7 +95,6 @@ def cfg(**over):
 
 
 NATIVE_BAD = BAD + [
-    ("strict-not-bool", cfg(strict="yes"), "strict"),
     ("mirror-is-wasm-only", json.dumps({"name": "e2e", "type": "client_ip", "mirror": {"cluster": "etcd"}}),
      "mirror"),
 ]
@@ -106,3 +105,11 @@ def test_bad_configuration_is_refused_natively(case, text, field, backends, tmp_
     """The wasm module's refusals (test_config_errors.BAD), by the native module: Envoy exits,
     one log line names the field."""
     assert_refused_natively(text, field, backends, tmp_path)
+
+
+@pytest.mark.parametrize("case,text,field", WASM_ONLY_BAD, ids=[b[0] for b in WASM_ONLY_BAD])
+def test_what_only_the_wasm_module_refuses_is_accepted_natively(case, text, field, backends, tmp_path):
+    """Control for test_config_errors.WASM_ONLY_BAD: `strict: true` validates natively."""
+    rc, out = Envoy("native-http-cookie.yaml", text, backends, tmp_path).validate()
+    assert rc == 0, out[-3000:]
+    assert "invalid configuration" not in out
