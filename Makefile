@@ -13,9 +13,15 @@ ENVOY_VERSION := 1.40.0
 wasm-target:
 	@rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)
 
+# The wasm module, and the same core as an Envoy dynamic module (native shared library; the
+# `native` profile keeps panics unwinding so that each exported function can stop one).
+NATIVE := target/native/libenvoy_persist_native.so
+
 build: wasm-target
 	cargo build --release --target $(TARGET) -p envoy-persist
+	cargo build --profile native -p persist-native
 	@echo "module: $(WASM) ($$(stat -c %s $(WASM)) bytes)"
+	@echo "native: $(NATIVE) ($$(stat -c %s $(NATIVE)) bytes)"
 
 # Release artifacts in dist/ (README "Release artifacts"): the module optimized by wasm-opt
 # (Debian's binaryen), its sha256, and dist/oci, an OCI image layout of it tagged with the
@@ -52,7 +58,7 @@ lint: wasm-target
 	cargo clippy --workspace --target $(TARGET) -- -D warnings
 
 unit:
-	cargo test -p persist-core
+	cargo test -p persist-core -p persist-native
 
 # The filter's configuration parser as a command (tests/e2e/test_manifests.py runs every plugin
 # configuration embedded in deploy/ through it): config-check FILE... or JSON on stdin.

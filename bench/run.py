@@ -114,6 +114,24 @@ CASES = [
     ("client-ip", "ip", f"persist client_ip, {K} learned, random XFF", ("keys", "xff"), ""),
 ]
 
+# --- the native module (Envoy dynamic module) beside the wasm cases ----------------------
+# Same plugins as the wasm cases, in bench/envoy/filters-persist-native.yaml; every Envoy
+# finds the module through ENVOY_DYNAMIC_MODULES_SEARCH_PATH. Skipped when not built.
+PERSIST_NATIVE = os.path.abspath(os.environ.get("PERSIST_NATIVE") or os.path.join(
+    ROOT, "target/native/libenvoy_persist_native.so"))
+if os.path.isfile(PERSIST_NATIVE):
+    os.environ.setdefault("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", os.path.dirname(PERSIST_NATIVE))
+    for _wasm in ("cookie", "header", "app", "ip"):
+        ENVOYS["dm-" + _wasm] = dict(ENVOYS[_wasm], filters="filters-persist-native.yaml")
+        ENVOYS["dm-" + _wasm].pop("module", None)
+    CASES += [
+        ("dm-sealed-steady", "dm-cookie", "native module http_cookie sealed, steady", ("static", "persist"), ">=0.974"),
+        ("dm-sealed-new", "dm-cookie", "native module http_cookie sealed, new clients", ("static", None), ">=0.95"),
+        ("dm-header", "dm-header", f"native module http_header, {K} learned, random hits", ("keys", "header"), ">=0.95"),
+        ("dm-app-cookie", "dm-app", f"native module app_cookie, {K} learned, random hits", ("keys", "cookie"), ">=0.95"),
+        ("dm-client-ip", "dm-ip", f"native module client_ip, {K} learned, random XFF", ("keys", "xff"), ">=0.95"),
+    ]
+
 # --- small helpers ---------------------------------------------------------------------
 
 

@@ -5,8 +5,9 @@ PyYAML and patched only where a test machine needs it: listener and admin ports,
 path, the plugin JSON and the backend ports (plus any explicit `patch` a test passes).
 
 Environment: ENVOY_BIN (default: scripts/envoy-bin.sh), PERSIST_WASM (default:
-target/wasm32-wasip1/release/envoy_persist.wasm). Only 127.0.0.1 is ever contacted; every
-wait is bounded.
+target/wasm32-wasip1/release/envoy_persist.wasm), PERSIST_NATIVE (the dynamic module, default:
+target/native/libenvoy_persist_native.so; used by the envoy/native-*.yaml examples). Only
+127.0.0.1 is ever contacted; every wait is bounded.
 """
 
 import base64
@@ -33,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "envoy"
 BACKEND_PY = ROOT / "tests" / "backend.py"
 DEFAULT_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "envoy_persist.wasm"
+DEFAULT_NATIVE = ROOT / "target" / "native" / "libenvoy_persist_native.so"
+NATIVE_FILTER = "envoy.filters.http.dynamic_modules"
 COUNTERS = ("hit", "miss", "new", "rebind", "invalid", "expired", "evicted", "error")
 HANDOFF_HEADER = "x-persist-upstream"
 LOCAL = "127.0.0.1"
@@ -56,6 +59,17 @@ def envoy_bin() -> str:
 def wasm_path() -> Path:
     p = Path(os.environ.get("PERSIST_WASM") or DEFAULT_WASM)
     return p if p.is_absolute() else (ROOT / p)
+
+
+def native_path() -> Path:
+    p = Path(os.environ.get("PERSIST_NATIVE") or DEFAULT_NATIVE)
+    return p if p.is_absolute() else (ROOT / p)
+
+
+def native_env() -> dict:
+    """The environment Envoy finds the native module in: `dynamic_module_config.name`
+    `envoy_persist_native` is lib<name>.so in ENVOY_DYNAMIC_MODULES_SEARCH_PATH."""
+    return {**os.environ, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(native_path().parent)}
 
 
 _HANDED_OUT = set()
@@ -264,6 +278,8 @@ def example_plugin_json(name):
     cfg = load_example(name)
     for f in _wasm_filters(cfg):
         return json.loads(f["typed_config"]["config"]["configuration"]["value"])
+    for f in _native_filters(cfg):
+        return json.loads(f["typed_config"]["filter_config"]["value"])
     raise AssertionError(f"no wasm filter in {name}")
 
 
@@ -284,6 +300,13 @@ def _wasm_filters(cfg):
     for hcm in _hcm_configs(cfg):
         for f in hcm["http_filters"]:
             if f.get("typed_config", {}).get("@type", "").endswith(".filters.http.wasm.v3.Wasm"):
+                yield f
+
+
+def _native_filters(cfg):
+    for hcm in _hcm_configs(cfg):
+        for f in hcm["http_filters"]:
+            if f["name"] == NATIVE_FILTER:
                 yield f
 
 
@@ -358,9 +381,18 @@ class Envoy:
             self.listener_ports[listener.get("name", str(i))] = port
             listener["address"]["socket_address"] = {"address": LOCAL, "port_value": port}
         wasm = list(_wasm_filters(cfg))
-        assert len(wasm) == 1, "the examples have one wasm filter"
-        conf = wasm[0]["typed_config"]["config"]
-        conf["vm_config"]["code"]["local"]["filename"] = str(wasm_path())
+        native = list(_native_filters(cfg))
+        assert len(wasm) + len(native) == 1, "the examples have one wasm filter (or one native module)"
+        self.native = bool(native)
+        if native:
+            # The module is found by name in ENVOY_DYNAMIC_MODULES_SEARCH_PATH (native_env()).
+            conf = native[0]["typed_config"]
+            conf["dynamic_module_config"]["name"] = native_path().stem.removeprefix("lib")
+            setting = "filter_config"
+        else:
+            conf = wasm[0]["typed_config"]["config"]
+            conf["vm_config"]["code"]["local"]["filename"] = str(wasm_path())
+            setting = "configuration"
         eps = _cluster(cfg)["load_assignment"]["endpoints"][0]["lb_endpoints"]
         assert len(eps) == len(self.backends) == 3
         renames = {}
@@ -369,12 +401,12 @@ class Envoy:
             renames[f"{sa['address']}:{sa['port_value']}"] = b.addr
             ep["endpoint"]["address"]["socket_address"] = {"address": LOCAL, "port_value": b.port}
         if plugin_text is not None:
-            conf["configuration"]["value"] = plugin_text
+            conf[setting]["value"] = plugin_text
         else:
-            text = conf["configuration"]["value"]
+            text = conf[setting]["value"]
             for old, new in renames.items():
                 text = re.sub(rf'"{re.escape(old)}"', f'"{new}"', text)
-            conf["configuration"]["value"] = text
+            conf[setting]["value"] = text
             self.plugin = json.loads(text)
 
     @property
@@ -402,14 +434,28 @@ class Envoy:
         return [envoy_bin(), "-c", str(self.cfg_path), "--concurrency", str(self.concurrency),
                 "--disable-hot-restart", "--log-level", "info", "--drain-time-s", "1"]
 
+    @property
+    def module_path(self):
+        return native_path() if self.native else wasm_path()
+
+    @property
+    def env(self):
+        return native_env() if self.native else None
+
+    @property
+    def stats_prefix(self):
+        """Where Envoy puts the filter's own stats: wasmcustom. for the wasm module, the
+        dynamic-module extension's default metrics namespace for the native one."""
+        return "dynamicmodulescustom." if self.native else "wasmcustom."
+
     def _spawn(self):
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=str(ROOT))
+                                     stdin=subprocess.DEVNULL, cwd=str(ROOT), env=self.env)
         log.close()
 
     def start(self, timeout=30.0):
-        assert wasm_path().is_file(), f"module not built: {wasm_path()} (run `make build`)"
+        assert self.module_path.is_file(), f"module not built: {self.module_path} (run `make build`)"
         self._spawn()
         _LIVE_ENVOYS.append(self)
         ready = False
@@ -437,7 +483,7 @@ class Envoy:
 
     def run_to_exit(self, timeout=30.0):
         """For configurations Envoy must refuse: returns (exit code, log text)."""
-        assert wasm_path().is_file(), f"module not built: {wasm_path()} (run `make build`)"
+        assert self.module_path.is_file(), f"module not built: {self.module_path} (run `make build`)"
         self._spawn()
         try:
             rc = self.proc.wait(timeout=timeout)
@@ -448,9 +494,9 @@ class Envoy:
 
     def validate(self, timeout=60.0):
         """`envoy --mode validate` on the patched configuration: (exit code, output)."""
-        assert wasm_path().is_file(), f"module not built: {wasm_path()} (run `make build`)"
+        assert self.module_path.is_file(), f"module not built: {self.module_path} (run `make build`)"
         out = subprocess.run([envoy_bin(), "--mode", "validate", "-c", str(self.cfg_path)], cwd=str(ROOT),
-                             capture_output=True, text=True, timeout=timeout)
+                             capture_output=True, text=True, timeout=timeout, env=self.env)
         return out.returncode, out.stdout + out.stderr
 
     def stop(self, check=True):
@@ -458,7 +504,7 @@ class Envoy:
         problem = None
         if check and self.proc is not None and self.proc.poll() is None:
             try:
-                self.check_wasm_healthy()
+                self.check_native_healthy() if self.native else self.check_wasm_healthy()
             except AssertionError as exc:
                 problem = str(exc) + "\n--- Envoy log tail ---\n" + self.log_tail(40)
         self._terminate()
@@ -505,8 +551,8 @@ class Envoy:
 
     def counters(self, profile=None):
         """The filter's counters as Envoy shows them at /stats: wasmcustom.persist.<name>.<c>."""
-        prefix = f"wasmcustom.persist.{profile or self.profile}."
-        s = self.stats(r"^wasmcustom\.persist\.")
+        prefix = f"{self.stats_prefix}persist.{profile or self.profile}."
+        s = self.stats("^" + re.escape(self.stats_prefix + "persist."))
         return {k[len(prefix):]: v for k, v in s.items() if k.startswith(prefix)}
 
     def wait_counters(self, expected, timeout=6.0, settle=1.3):
@@ -620,6 +666,16 @@ class Envoy:
             if err:
                 problems.append(f"wasmcustom.persist.{self.profile}.error = {err}")
         assert not problems, "wasm VM failure in Envoy:\n" + "\n".join(problems)
+
+    def check_native_healthy(self):
+        """The native module: no panic caught at its boundary (logged as `internal error`),
+        no `error` counted."""
+        problems = [l for l in self.log_text().splitlines() if "envoy-persist: internal error" in l][:5]
+        if self.plugin is not None:
+            err = self.counters().get("error")
+            if err:
+                problems.append(f"{self.stats_prefix}persist.{self.profile}.error = {err}")
+        assert not problems, "native module failure in Envoy:\n" + "\n".join(problems)
 
 
 @pytest.fixture

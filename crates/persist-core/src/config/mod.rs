@@ -92,6 +92,7 @@ struct RawConfig {
     absolute_timeout: Option<ConfigDuration>,
     suspect_for: Option<ConfigDuration>,
     max_entries: Option<u64>,
+    strict: Option<bool>,
     cookie: Option<cookie::RawCookie>,
     app_cookie: Option<table::RawAppCookie>,
     header: Option<table::RawHeader>,
@@ -149,6 +150,11 @@ pub struct Config {
     pub absolute_timeout: Option<Duration>,
     pub suspect_for: Duration,
     pub max_entries: u64,
+    /// When the persisted server cannot be used, answer 503 instead of letting the load
+    /// balancer choose another. Only a host that names the server itself (the native
+    /// module's upstream override) can honour it; under the wasm module strict mode is the
+    /// `strict` of the stateful_session filter (README "Native module (dynamic module)").
+    pub strict: bool,
     /// README "More than one Envoy": locally stored types only.
     pub mirror: Option<MirrorConfig>,
 }
@@ -348,6 +354,7 @@ impl RawConfig {
             absolute_timeout,
             suspect_for,
             max_entries,
+            strict: self.strict.unwrap_or(false),
             mirror,
         })
     }
@@ -375,6 +382,7 @@ mod tests {
         assert_eq!(c.absolute_timeout, None);
         assert_eq!(c.suspect_for, Duration::from_secs(10));
         assert_eq!(c.max_entries, 100_000);
+        assert!(!c.strict);
         let Kind::HttpCookie(k) = c.kind else {
             panic!()
         };
@@ -394,7 +402,7 @@ mod tests {
     fn full() {
         let json = format!(
             r#"{{"name":"web","type":"http_cookie","handoff":"override_host","upstream_header":"X-Up",
-            "timeout":"90s","absolute_timeout":"12h","suspect_for":0,"max_entries":5,
+            "timeout":"90s","absolute_timeout":"12h","suspect_for":0,"max_entries":5,"strict":true,
             "cookie":{{"name":"SRV","format":"sealed","keys":["{KEY}"],"path":"/app","domain":"example.com",
             "secure":true,"http_only":false,"same_site":"Strict","max_age":"7d","always_send":true}}}}"#
         );
@@ -402,6 +410,7 @@ mod tests {
         assert_eq!(c.upstream_header, "x-up");
         assert_eq!(c.handoff, Handoff::OverrideHost);
         assert_eq!(c.suspect_for, Duration::ZERO);
+        assert!(c.strict);
         assert_eq!(c.absolute_timeout, Some(Duration::from_secs(43200)));
         let Kind::HttpCookie(k) = c.kind else {
             panic!()

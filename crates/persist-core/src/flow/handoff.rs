@@ -22,7 +22,7 @@ pub(crate) fn hand_off(ctx: &mut Ctx<'_>) {
     let config = &ctx.profile.config;
     let header = config.upstream_header.as_str();
     let result = match ctx.common.named {
-        Some(server) => match ctx.host.override_upstream(server, false) {
+        Some(server) => match ctx.host.override_upstream(server, config.strict) {
             Some(result) => {
                 ctx.common.overridden = true;
                 result.and_then(|()| remove_client_copy(ctx.host, header))

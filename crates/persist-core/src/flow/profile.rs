@@ -24,6 +24,16 @@ pub struct Profile {
     pub mirror: Option<MirrorSetup>,
 }
 
+/// `strict` on a host that hands the server to Envoy through a header: Envoy's filter after
+/// this one decides then, and its own `strict` is the one that counts.
+pub const STRICT_NEEDS_OVERRIDE: &str = "invalid configuration: strict: only the native module \
+    names the server itself; with the wasm module set `strict: true` on the stateful_session \
+    filter instead";
+
+/// `mirror` on a host without a gRPC client (the native module).
+pub const MIRROR_NEEDS_GRPC: &str =
+    "invalid configuration: mirror: this build of the filter cannot reach etcd (no gRPC client)";
+
 /// Defines stat `stat` of profile `profile`, or says which one could not be.
 pub(crate) fn define_stat(
     host: &dyn Host,
@@ -41,6 +51,12 @@ impl Profile {
     /// The error is the one log line Envoy shows: it names the field.
     pub fn compile(json: &[u8], host: &dyn Host) -> Result<Profile, String> {
         let config = Config::parse(json).map_err(|e| e.to_string())?;
+        if config.strict && !host.has_upstream_override() {
+            return Err(STRICT_NEEDS_OVERRIDE.to_string());
+        }
+        if config.mirror.is_some() && host.grpc().is_none() {
+            return Err(MIRROR_NEEDS_GRPC.to_string());
+        }
         let persistence = Persistence::compile(&config, host)?;
         let mut counters = [0; Counter::ALL.len()];
         for (id, c) in counters.iter_mut().zip(Counter::ALL) {

@@ -376,6 +376,33 @@ fn native_override_names_the_host_directly() {
 }
 
 #[test]
+fn strict_is_passed_to_the_native_override_and_refused_without_one() {
+    let json = format!(r#"{{"name":"p","type":"http_cookie","strict":true,{KEY}}}"#);
+    // A host that hands the server over in a header cannot honour it: one line naming it,
+    // before any stat is defined.
+    let plain = RecordingHost::new(NOW_MS);
+    let e = Profile::compile(json.as_bytes(), &plain).unwrap_err();
+    assert!(e.starts_with("invalid configuration: strict: "), "{e}");
+    assert!(plain.metrics.borrow().is_empty());
+    let mut host = RecordingHost::new(NOW_MS);
+    host.native_override = true;
+    let mut s = Sim::on(host, &json);
+    assert!(s.profile.config.strict);
+    let mut r = s.request(&[]);
+    s.respond(&mut r, from(A));
+    let cookie = s.cookie();
+    let _ = s.request(&[("cookie", &cookie)]);
+    assert_eq!(s.host.writes(), vec![Call::OverrideUpstream(a(A), true)]);
+    // Without the field the override is not strict (the failover test above).
+    let mut host = RecordingHost::new(NOW_MS);
+    host.native_override = true;
+    let json = format!(r#"{{"name":"p","type":"http_cookie","strict":false,{KEY}}}"#);
+    let mut s = Sim::on(host, &json);
+    let _ = s.request(&[("cookie", &cookie)]);
+    assert_eq!(s.host.writes(), vec![Call::OverrideUpstream(a(A), false)]);
+}
+
+#[test]
 fn nginx_hashes_are_learned_from_answers_and_resolved_by_other_workers() {
     let mut s = Sim::new(r#"{"name":"p","type":"http_cookie","cookie":{"format":"nginx"}}"#);
     let hash = format!("persist={:x}", md5::compute(A));
@@ -671,5 +698,7 @@ fn bad_configurations_name_their_field_and_a_host_without_grpc_refuses_the_mirro
         Profile::compile(br#"{"type":"http_cookie","cookie":{"nmae":"x"}}"#, &host).unwrap_err();
     assert!(e.contains("cookie"), "{e}");
     let e = Profile::compile(MIRRORED.as_bytes(), &host).unwrap_err();
-    assert!(e.starts_with("mirror:"), "{e}");
+    assert!(e.starts_with("invalid configuration: mirror:"), "{e}");
+    // Refused before any stat is defined.
+    assert!(host.metrics.borrow().is_empty());
 }

@@ -93,7 +93,10 @@ impl Worker {
         }
     }
 
-    fn flush_stats(&mut self, profile: &Profile, host: &dyn Host, now: Option<u64>) {
+    /// Hands the counts and the `entries` delta to the host (part of [`Worker::tick`]; a host
+    /// without a per-worker timer calls it after each request so that counts never wait for
+    /// the next request of an idle worker).
+    pub fn flush_stats(&mut self, profile: &Profile, host: &dyn Host, now: Option<u64>) {
         if let Some(gauge) = profile.entries_gauge {
             let delta = std::mem::take(&mut self.counts.entries);
             if delta != 0 && host.add_to_gauge(gauge, delta).is_err() {

@@ -73,6 +73,13 @@ pub trait Host: SharedStore {
         Ok(())
     }
 
+    /// Whether [`Host::override_upstream`] names servers on this host. Only such a host can
+    /// honour the configuration's `strict` ([`Profile::compile`](crate::flow::Profile::compile)
+    /// refuses it elsewhere).
+    fn has_upstream_override(&self) -> bool {
+        false
+    }
+
     /// Defines a stat once at configure time.
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError>;
     /// Adds `by` to a counter.

@@ -242,6 +242,10 @@ impl Host for RecordingHost {
         Ok(())
     }
 
+    fn has_upstream_override(&self) -> bool {
+        self.native_override
+    }
+
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError> {
         let mut m = self.metrics.borrow_mut();
         if let Some(i) = m.iter().position(|(_, n, _)| n == name) {

@@ -1,0 +1,422 @@
+//! The part of Envoy's dynamic-module ABI this module uses, declared by hand from the public
+//! ABI header (`source/extensions/dynamic_modules/abi/abi.h` of envoyproxy/envoy, ABI version
+//! `v0.2.0` as Envoy 1.40 reports it; see the README, "Native module"). Every callback declared
+//! here is exported by the Envoy 1.40 binary (`scripts/native-abi-check.sh` checks that with
+//! `nm -D`), and the event hooks the module exports are in `lib.rs`.
+//!
+//! Only plain C types cross the boundary: pointers, `usize`, `u64`, `bool`, `u32` enums
+//! (C enums without fixed values are `int`-sized) and two-word buffer structs passed by value.
+//! The safe wrappers at the bottom are the only callers of the `extern` functions.
+
+use std::os::raw::{c_char, c_void};
+
+/// `envoy_dynamic_module_type_http_filter_config_envoy_ptr`: Envoy's filter configuration.
+pub type ConfigEnvoyPtr = *mut c_void;
+/// `envoy_dynamic_module_type_http_filter_envoy_ptr`: Envoy's filter of one stream.
+pub type FilterEnvoyPtr = *mut c_void;
+
+/// `envoy_dynamic_module_type_envoy_buffer`: bytes owned by Envoy.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EnvoyBuffer {
+    pub ptr: *const c_char,
+    pub length: usize,
+}
+
+impl EnvoyBuffer {
+    pub const NULL: EnvoyBuffer = EnvoyBuffer {
+        ptr: std::ptr::null(),
+        length: 0,
+    };
+
+    /// A copy of the bytes (empty for a null buffer).
+    ///
+    /// # Safety
+    /// `ptr` must point at `length` readable bytes, or be null.
+    pub unsafe fn to_vec(self) -> Vec<u8> {
+        if self.ptr.is_null() || self.length == 0 {
+            return Vec::new();
+        }
+        // SAFETY: the caller guarantees `length` readable bytes at `ptr`.
+        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.length) }.to_vec()
+    }
+}
+
+/// `envoy_dynamic_module_type_module_buffer`: bytes owned by the module, valid for the call.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ModuleBuffer {
+    pub ptr: *const c_char,
+    pub length: usize,
+}
+
+impl ModuleBuffer {
+    pub fn of(bytes: &[u8]) -> ModuleBuffer {
+        ModuleBuffer {
+            ptr: bytes.as_ptr().cast::<c_char>(),
+            length: bytes.len(),
+        }
+    }
+    /// The null buffer: `set_header` with it removes the header.
+    pub const NULL: ModuleBuffer = ModuleBuffer {
+        ptr: std::ptr::null(),
+        length: 0,
+    };
+}
+
+/// `envoy_dynamic_module_type_http_header_type`.
+#[repr(u32)]
+#[derive(Clone, Copy)]
+pub enum HeaderType {
+    RequestHeader = 0,
+    ResponseHeader = 2,
+}
+
+/// `envoy_dynamic_module_type_log_level`.
+#[repr(u32)]
+#[derive(Clone, Copy)]
+pub enum LogLevel {
+    Trace = 0,
+    Debug = 1,
+    Info = 2,
+    Warn = 3,
+    Error = 4,
+}
+
+/// `envoy_dynamic_module_type_metrics_result`: 0 is success.
+pub type MetricsResult = u32;
+pub const METRICS_SUCCESS: MetricsResult = 0;
+
+/// `envoy_dynamic_module_type_metadata_source`: 0 is the stream's dynamic metadata.
+pub const METADATA_DYNAMIC: u32 = 0;
+
+/// `envoy_dynamic_module_type_attribute_id`, the values this module reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Attribute {
+    RequestPath = 0,
+    RequestUrlPath = 1,
+    RequestHost = 2,
+    RequestScheme = 3,
+    RequestMethod = 4,
+    RequestReferer = 6,
+    RequestUserAgent = 7,
+    RequestId = 9,
+    RequestProtocol = 10,
+    RequestQuery = 11,
+    ResponseCodeDetails = 16,
+    SourceAddress = 24,
+    DestinationAddress = 26,
+    ConnectionRequestedServerName = 30,
+    ConnectionTlsVersion = 31,
+    ConnectionSubjectPeerCertificate = 33,
+    ConnectionSha256PeerCertificateDigest = 38,
+    UpstreamAddress = 41,
+}
+
+/// Status values of the header/body/trailer hooks: 0 is `Continue` for all of them.
+pub const STATUS_CONTINUE: u32 = 0;
+
+extern "C" {
+    fn envoy_dynamic_module_callback_log(level: LogLevel, message: ModuleBuffer);
+    fn envoy_dynamic_module_callback_log_enabled(level: LogLevel) -> bool;
+
+    fn envoy_dynamic_module_callback_http_get_header(
+        filter: FilterEnvoyPtr,
+        header_type: HeaderType,
+        key: ModuleBuffer,
+        result: *mut EnvoyBuffer,
+        index: usize,
+        optional_size: *mut usize,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_set_header(
+        filter: FilterEnvoyPtr,
+        header_type: HeaderType,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_add_header(
+        filter: FilterEnvoyPtr,
+        header_type: HeaderType,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> bool;
+
+    fn envoy_dynamic_module_callback_http_filter_get_attribute_string(
+        filter: FilterEnvoyPtr,
+        id: Attribute,
+        result: *mut EnvoyBuffer,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_get_metadata_string(
+        filter: FilterEnvoyPtr,
+        source: u32,
+        ns: ModuleBuffer,
+        key: ModuleBuffer,
+        result: *mut EnvoyBuffer,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_get_metadata_number(
+        filter: FilterEnvoyPtr,
+        source: u32,
+        ns: ModuleBuffer,
+        key: ModuleBuffer,
+        result: *mut f64,
+    ) -> bool;
+
+    fn envoy_dynamic_module_callback_http_set_upstream_override_host(
+        filter: FilterEnvoyPtr,
+        host: ModuleBuffer,
+        strict: bool,
+    ) -> bool;
+
+    fn envoy_dynamic_module_callback_http_filter_config_define_counter(
+        config: ConfigEnvoyPtr,
+        name: ModuleBuffer,
+        label_names: *mut ModuleBuffer,
+        label_names_length: usize,
+        id: *mut usize,
+    ) -> MetricsResult;
+    fn envoy_dynamic_module_callback_http_filter_config_define_gauge(
+        config: ConfigEnvoyPtr,
+        name: ModuleBuffer,
+        label_names: *mut ModuleBuffer,
+        label_names_length: usize,
+        id: *mut usize,
+    ) -> MetricsResult;
+    fn envoy_dynamic_module_callback_http_filter_increment_counter(
+        filter: FilterEnvoyPtr,
+        id: usize,
+        label_values: *mut ModuleBuffer,
+        label_values_length: usize,
+        value: u64,
+    ) -> MetricsResult;
+    fn envoy_dynamic_module_callback_http_filter_increment_gauge(
+        filter: FilterEnvoyPtr,
+        id: usize,
+        label_values: *mut ModuleBuffer,
+        label_values_length: usize,
+        value: u64,
+    ) -> MetricsResult;
+    fn envoy_dynamic_module_callback_http_filter_decrement_gauge(
+        filter: FilterEnvoyPtr,
+        id: usize,
+        label_values: *mut ModuleBuffer,
+        label_values_length: usize,
+        value: u64,
+    ) -> MetricsResult;
+    fn envoy_dynamic_module_callback_http_filter_set_gauge(
+        filter: FilterEnvoyPtr,
+        id: usize,
+        label_values: *mut ModuleBuffer,
+        label_values_length: usize,
+        value: u64,
+    ) -> MetricsResult;
+}
+
+// --- safe wrappers ---------------------------------------------------------------------------
+//
+// Each takes the Envoy pointer it was handed by the current event hook; Envoy guarantees the
+// pointer for the duration of that hook (the filter's until its destroy hook). Module buffers
+// point into borrowed Rust slices that outlive the call; Envoy copies what it keeps.
+
+pub fn log(level: LogLevel, message: &str) {
+    // SAFETY: the buffer points into `message`, valid for the call.
+    unsafe { envoy_dynamic_module_callback_log(level, ModuleBuffer::of(message.as_bytes())) }
+}
+
+pub fn log_enabled(level: LogLevel) -> bool {
+    // SAFETY: plain value argument.
+    unsafe { envoy_dynamic_module_callback_log_enabled(level) }
+}
+
+/// Value `index` of header `key`, and how many values the header has.
+pub fn get_header(
+    filter: FilterEnvoyPtr,
+    kind: HeaderType,
+    key: &str,
+    index: usize,
+) -> (Option<Vec<u8>>, usize) {
+    let mut out = EnvoyBuffer::NULL;
+    let mut count: usize = 0;
+    // SAFETY: `filter` comes from the current hook; out-pointers are valid locals; the
+    // returned buffer is Envoy's, read before any other call.
+    let ok = unsafe {
+        envoy_dynamic_module_callback_http_get_header(
+            filter,
+            kind,
+            ModuleBuffer::of(key.as_bytes()),
+            &mut out,
+            index,
+            &mut count,
+        )
+    };
+    if !ok || out.ptr.is_null() || index >= count {
+        return (None, count);
+    }
+    // SAFETY: Envoy filled `out` with a live buffer of the header map.
+    (Some(unsafe { out.to_vec() }), count)
+}
+
+pub fn set_header(filter: FilterEnvoyPtr, kind: HeaderType, key: &str, value: &[u8]) -> bool {
+    // SAFETY: buffers point into borrowed slices valid for the call.
+    unsafe {
+        envoy_dynamic_module_callback_http_set_header(
+            filter,
+            kind,
+            ModuleBuffer::of(key.as_bytes()),
+            ModuleBuffer::of(value),
+        )
+    }
+}
+
+pub fn remove_header(filter: FilterEnvoyPtr, kind: HeaderType, key: &str) -> bool {
+    // SAFETY: a null value buffer asks Envoy to remove the header.
+    unsafe {
+        envoy_dynamic_module_callback_http_set_header(
+            filter,
+            kind,
+            ModuleBuffer::of(key.as_bytes()),
+            ModuleBuffer::NULL,
+        )
+    }
+}
+
+pub fn add_header(filter: FilterEnvoyPtr, kind: HeaderType, key: &str, value: &[u8]) -> bool {
+    // SAFETY: buffers point into borrowed slices valid for the call.
+    unsafe {
+        envoy_dynamic_module_callback_http_add_header(
+            filter,
+            kind,
+            ModuleBuffer::of(key.as_bytes()),
+            ModuleBuffer::of(value),
+        )
+    }
+}
+
+pub fn attribute_string(filter: FilterEnvoyPtr, id: Attribute) -> Option<Vec<u8>> {
+    let mut out = EnvoyBuffer::NULL;
+    // SAFETY: out-pointer is a valid local.
+    let ok = unsafe {
+        envoy_dynamic_module_callback_http_filter_get_attribute_string(filter, id, &mut out)
+    };
+    if !ok || out.ptr.is_null() {
+        return None;
+    }
+    // SAFETY: Envoy filled `out` with a live buffer.
+    Some(unsafe { out.to_vec() })
+}
+
+/// A string (or number, formatted) of the stream's dynamic metadata.
+pub fn dynamic_metadata(filter: FilterEnvoyPtr, ns: &str, key: &str) -> Option<Vec<u8>> {
+    let mut out = EnvoyBuffer::NULL;
+    // SAFETY: buffers point into borrowed strs; out-pointer is a valid local.
+    let ok = unsafe {
+        envoy_dynamic_module_callback_http_get_metadata_string(
+            filter,
+            METADATA_DYNAMIC,
+            ModuleBuffer::of(ns.as_bytes()),
+            ModuleBuffer::of(key.as_bytes()),
+            &mut out,
+        )
+    };
+    if ok && !out.ptr.is_null() {
+        // SAFETY: Envoy filled `out` with a live buffer.
+        return Some(unsafe { out.to_vec() });
+    }
+    let mut n: f64 = 0.0;
+    // SAFETY: as above.
+    let ok = unsafe {
+        envoy_dynamic_module_callback_http_get_metadata_number(
+            filter,
+            METADATA_DYNAMIC,
+            ModuleBuffer::of(ns.as_bytes()),
+            ModuleBuffer::of(key.as_bytes()),
+            &mut n,
+        )
+    };
+    ok.then(|| n.to_string().into_bytes())
+}
+
+pub fn set_upstream_override_host(filter: FilterEnvoyPtr, host: &str, strict: bool) -> bool {
+    // SAFETY: the buffer points into `host`, valid for the call.
+    unsafe {
+        envoy_dynamic_module_callback_http_set_upstream_override_host(
+            filter,
+            ModuleBuffer::of(host.as_bytes()),
+            strict,
+        )
+    }
+}
+
+/// Defines a counter (`gauge == false`) or gauge without labels; Envoy allows this only while
+/// the configuration is being created.
+pub fn define_metric(config: ConfigEnvoyPtr, gauge: bool, name: &str) -> Option<usize> {
+    let mut id: usize = 0;
+    let name = ModuleBuffer::of(name.as_bytes());
+    // SAFETY: no labels (null, 0); the id out-pointer is a valid local.
+    let r = unsafe {
+        if gauge {
+            envoy_dynamic_module_callback_http_filter_config_define_gauge(
+                config,
+                name,
+                std::ptr::null_mut(),
+                0,
+                &mut id,
+            )
+        } else {
+            envoy_dynamic_module_callback_http_filter_config_define_counter(
+                config,
+                name,
+                std::ptr::null_mut(),
+                0,
+                &mut id,
+            )
+        }
+    };
+    (r == METRICS_SUCCESS).then_some(id)
+}
+
+/// How a metric changes.
+#[derive(Clone, Copy)]
+pub enum MetricOp {
+    Increment,
+    GaugeUp,
+    GaugeDown,
+    GaugeSet,
+}
+
+pub fn update_metric(filter: FilterEnvoyPtr, op: MetricOp, id: usize, value: u64) -> bool {
+    // SAFETY: no labels (null, 0), as defined.
+    let r = unsafe {
+        match op {
+            MetricOp::Increment => envoy_dynamic_module_callback_http_filter_increment_counter(
+                filter,
+                id,
+                std::ptr::null_mut(),
+                0,
+                value,
+            ),
+            MetricOp::GaugeUp => envoy_dynamic_module_callback_http_filter_increment_gauge(
+                filter,
+                id,
+                std::ptr::null_mut(),
+                0,
+                value,
+            ),
+            MetricOp::GaugeDown => envoy_dynamic_module_callback_http_filter_decrement_gauge(
+                filter,
+                id,
+                std::ptr::null_mut(),
+                0,
+                value,
+            ),
+            MetricOp::GaugeSet => envoy_dynamic_module_callback_http_filter_set_gauge(
+                filter,
+                id,
+                std::ptr::null_mut(),
+                0,
+                value,
+            ),
+        }
+    };
+    r == METRICS_SUCCESS
+}

@@ -1,0 +1,321 @@
+//! [`NativeHost`]: `persist_core::host::Host` over Envoy's dynamic-module callbacks.
+//!
+//! One value per event hook: at configuration time it holds Envoy's filter *configuration*
+//! (stats can be defined then, and only then); in a request hook it holds the stream's
+//! *filter* (headers, attributes, the upstream override, stat updates). Calls that need the
+//! other pointer fail with `HostError` instead of reaching Envoy with a wrong one.
+
+use crate::ffi::{self, Attribute, ConfigEnvoyPtr, FilterEnvoyPtr, HeaderType, MetricOp};
+use crate::store::NativeStore;
+use persist_core::host::{Host, HostError, MetricId, MetricKind};
+use persist_core::store::{SharedStore, StoreError};
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A stat defined at configuration: its kind, name and Envoy's id for it.
+pub type Defined = (MetricKind, String, MetricId);
+
+/// How [`Host::define_metric`] works on this host. Envoy defines stats only while a filter
+/// configuration is created, but every worker compiles its own profile (the profile keeps
+/// per-worker caches): at configuration the stats are defined and recorded, on a worker the
+/// same names are looked up.
+#[derive(Clone, Copy)]
+pub enum Stats<'a> {
+    /// A stream hook: no stat is defined.
+    None,
+    /// `config_new`: define through Envoy, and record.
+    Define(&'a std::cell::RefCell<Vec<Defined>>),
+    /// A worker compiling the profile: the ids recorded at configuration.
+    Lookup(&'a [Defined]),
+}
+
+pub struct NativeHost<'a> {
+    config: ConfigEnvoyPtr,
+    filter: FilterEnvoyPtr,
+    stats: Stats<'a>,
+}
+
+impl<'a> NativeHost<'a> {
+    /// The host of `envoy_dynamic_module_on_http_filter_config_new`, recording every stat it
+    /// defines into `defined`.
+    pub fn for_config(
+        config: ConfigEnvoyPtr,
+        defined: &'a std::cell::RefCell<Vec<Defined>>,
+    ) -> NativeHost<'a> {
+        NativeHost {
+            config,
+            filter: std::ptr::null_mut(),
+            stats: Stats::Define(defined),
+        }
+    }
+
+    /// The host of a stream's hooks.
+    pub fn for_filter(filter: FilterEnvoyPtr) -> NativeHost<'static> {
+        NativeHost {
+            config: std::ptr::null_mut(),
+            filter,
+            stats: Stats::None,
+        }
+    }
+
+    /// The host of a stream's hook compiling the worker's profile: stats resolve to the ids
+    /// defined at configuration.
+    pub fn for_worker(filter: FilterEnvoyPtr, defined: &'a [Defined]) -> NativeHost<'a> {
+        NativeHost {
+            config: std::ptr::null_mut(),
+            filter,
+            stats: Stats::Lookup(defined),
+        }
+    }
+
+    fn filter(&self) -> Result<FilterEnvoyPtr, HostError> {
+        if self.filter.is_null() {
+            Err(HostError)
+        } else {
+            Ok(self.filter)
+        }
+    }
+
+    fn metric(&self, op: MetricOp, id: MetricId, value: u64) -> Result<(), HostError> {
+        let f = self.filter()?;
+        if ffi::update_metric(f, op, id as usize, value) {
+            Ok(())
+        } else {
+            Err(HostError)
+        }
+    }
+}
+
+/// The id recorded for (`kind`, `name`).
+pub fn find_defined(defined: &[Defined], kind: MetricKind, name: &str) -> Option<MetricId> {
+    defined
+        .iter()
+        .find(|(k, n, _)| *k == kind && n == name)
+        .map(|(_, _, id)| *id)
+}
+
+fn ok(done: bool) -> Result<(), HostError> {
+    if done {
+        Ok(())
+    } else {
+        Err(HostError)
+    }
+}
+
+/// Where a property path is read from. proxy-wasm names properties by path; the dynamic
+/// module ABI by attribute id, plus dynamic metadata by namespace and key.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PropertySource<'a> {
+    Attribute(Attribute),
+    DynamicMetadata { ns: &'a str, key: &'a str },
+}
+
+/// The ABI source of a property path the core (or a `custom.source.property`) may name;
+/// `None` for paths this module cannot read (the property is then absent).
+pub fn property_source<'a>(path: &[&'a str]) -> Option<PropertySource<'a>> {
+    use Attribute::*;
+    let attr = match path {
+        ["metadata", "filter_metadata", ns, key] => {
+            return Some(PropertySource::DynamicMetadata { ns, key })
+        }
+        ["source", "address"] => SourceAddress,
+        ["destination", "address"] => DestinationAddress,
+        ["upstream", "address"] => UpstreamAddress,
+        ["connection", "sha256_peer_certificate_digest"] => ConnectionSha256PeerCertificateDigest,
+        ["connection", "requested_server_name"] => ConnectionRequestedServerName,
+        ["connection", "tls_version"] => ConnectionTlsVersion,
+        ["connection", "subject_peer_certificate"] => ConnectionSubjectPeerCertificate,
+        ["request", "path"] => RequestPath,
+        ["request", "url_path"] => RequestUrlPath,
+        ["request", "host"] => RequestHost,
+        ["request", "scheme"] => RequestScheme,
+        ["request", "method"] => RequestMethod,
+        ["request", "referer"] => RequestReferer,
+        ["request", "useragent"] => RequestUserAgent,
+        ["request", "id"] => RequestId,
+        ["request", "protocol"] => RequestProtocol,
+        ["request", "query"] => RequestQuery,
+        // Whether an upstream produced the response (the flow issues nothing from local replies).
+        ["response", "code_details"] => ResponseCodeDetails,
+        _ => return None,
+    };
+    Some(PropertySource::Attribute(attr))
+}
+
+impl SharedStore for NativeHost<'_> {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+        NativeStore::global().get(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
+        NativeStore::global().set(key, value, cas)
+    }
+}
+
+impl Host for NativeHost<'_> {
+    fn request_header(&self, name: &str) -> Option<Vec<u8>> {
+        ffi::get_header(self.filter().ok()?, HeaderType::RequestHeader, name, 0).0
+    }
+
+    fn set_request_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        ok(ffi::set_header(
+            self.filter()?,
+            HeaderType::RequestHeader,
+            name,
+            value,
+        ))
+    }
+
+    fn remove_request_header(&self, name: &str) -> Result<(), HostError> {
+        ok(ffi::remove_header(
+            self.filter()?,
+            HeaderType::RequestHeader,
+            name,
+        ))
+    }
+
+    fn response_header(&self, name: &str) -> Option<Vec<u8>> {
+        ffi::get_header(self.filter().ok()?, HeaderType::ResponseHeader, name, 0).0
+    }
+
+    fn response_header_values(&self, name: &str) -> Vec<Vec<u8>> {
+        let Ok(f) = self.filter() else {
+            return Vec::new();
+        };
+        let (first, count) = ffi::get_header(f, HeaderType::ResponseHeader, name, 0);
+        let mut out: Vec<Vec<u8>> = first.into_iter().collect();
+        for i in 1..count {
+            if let (Some(v), _) = ffi::get_header(f, HeaderType::ResponseHeader, name, i) {
+                out.push(v);
+            }
+        }
+        out
+    }
+
+    fn add_response_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        ok(ffi::add_header(
+            self.filter()?,
+            HeaderType::ResponseHeader,
+            name,
+            value,
+        ))
+    }
+
+    fn remove_response_header(&self, name: &str) -> Result<(), HostError> {
+        ok(ffi::remove_header(
+            self.filter()?,
+            HeaderType::ResponseHeader,
+            name,
+        ))
+    }
+
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        let f = self.filter().ok()?;
+        match property_source(path)? {
+            PropertySource::Attribute(id) => ffi::attribute_string(f, id),
+            PropertySource::DynamicMetadata { ns, key } => ffi::dynamic_metadata(f, ns, key),
+        }
+    }
+
+    fn now_ms(&self) -> Option<u64> {
+        let d = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+        u64::try_from(d.as_millis()).ok()
+    }
+
+    fn random(&self, buf: &mut [u8]) -> bool {
+        getrandom::getrandom(buf).is_ok()
+    }
+
+    fn override_upstream(&self, server: SocketAddr, strict: bool) -> Option<Result<(), HostError>> {
+        Some(self.filter().and_then(|f| {
+            ok(ffi::set_upstream_override_host(
+                f,
+                &server.to_string(),
+                strict,
+            ))
+        }))
+    }
+
+    fn has_upstream_override(&self) -> bool {
+        true
+    }
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError> {
+        match self.stats {
+            Stats::None => Err(HostError),
+            Stats::Lookup(defined) => find_defined(defined, kind, name).ok_or(HostError),
+            Stats::Define(defined) => {
+                if let Some(id) = find_defined(&defined.borrow(), kind, name) {
+                    return Ok(id);
+                }
+                if self.config.is_null() {
+                    return Err(HostError);
+                }
+                let id = ffi::define_metric(self.config, kind == MetricKind::Gauge, name)
+                    .ok_or(HostError)?;
+                let id = MetricId::try_from(id).map_err(|_| HostError)?;
+                defined.borrow_mut().push((kind, name.to_string(), id));
+                Ok(id)
+            }
+        }
+    }
+
+    fn increment_counter(&self, id: MetricId, by: u64) -> Result<(), HostError> {
+        self.metric(MetricOp::Increment, id, by)
+    }
+
+    fn add_to_gauge(&self, id: MetricId, delta: i64) -> Result<(), HostError> {
+        if delta >= 0 {
+            self.metric(MetricOp::GaugeUp, id, delta.unsigned_abs())
+        } else {
+            self.metric(MetricOp::GaugeDown, id, delta.unsigned_abs())
+        }
+    }
+
+    fn set_gauge(&self, id: MetricId, value: u64) -> Result<(), HostError> {
+        self.metric(MetricOp::GaugeSet, id, value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn property_paths_map_to_attributes() {
+        assert_eq!(
+            property_source(&["source", "address"]),
+            Some(PropertySource::Attribute(Attribute::SourceAddress))
+        );
+        assert_eq!(
+            property_source(&["upstream", "address"]),
+            Some(PropertySource::Attribute(Attribute::UpstreamAddress))
+        );
+        assert_eq!(
+            property_source(&["connection", "sha256_peer_certificate_digest"]),
+            Some(PropertySource::Attribute(
+                Attribute::ConnectionSha256PeerCertificateDigest
+            ))
+        );
+        assert_eq!(
+            property_source(&[
+                "metadata",
+                "filter_metadata",
+                "envoy.filters.http.lua",
+                "key"
+            ]),
+            Some(PropertySource::DynamicMetadata {
+                ns: "envoy.filters.http.lua",
+                key: "key"
+            })
+        );
+        for unknown in [
+            &["source"][..],
+            &["nope", "address"],
+            &["metadata", "filter_metadata", "ns"],
+            &[],
+        ] {
+            assert_eq!(property_source(unknown), None, "{unknown:?}");
+        }
+    }
+}

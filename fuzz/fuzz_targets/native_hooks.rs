@@ -1,0 +1,430 @@
+//! The native module's exported hooks (the functions Envoy calls) with a fake Envoy behind
+//! the ABI callbacks: arbitrary request headers, cookies, attributes (client address,
+//! upstream address, response code details, TLS digest) and response headers, through
+//! configuration, request headers and response headers of every persistence type. The
+//! header and attribute conversions (Envoy buffers to Rust and back) run on arbitrary bytes.
+//! Never panics: libfuzzer's panic hook aborts even where the module's catch_unwind would
+//! have saved Envoy, so any panic is found here.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use std::cell::RefCell;
+use std::os::raw::c_void;
+use std::sync::OnceLock;
+
+// Links the module (its #[no_mangle] hooks).
+use envoy_persist_native as _;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Buffer {
+    ptr: *const u8,
+    len: usize,
+}
+
+impl Buffer {
+    fn bytes<'a>(self) -> &'a [u8] {
+        if self.ptr.is_null() {
+            return &[];
+        }
+        // SAFETY: the module passes buffers of `len` bytes valid for the call.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+extern "C" {
+    fn envoy_dynamic_module_on_program_init() -> *const c_void;
+    fn envoy_dynamic_module_on_http_filter_config_new(
+        config: *mut c_void,
+        name: Buffer,
+        json: Buffer,
+    ) -> *const c_void;
+    fn envoy_dynamic_module_on_http_filter_new(
+        config: *const c_void,
+        filter: *mut c_void,
+    ) -> *const c_void;
+    fn envoy_dynamic_module_on_http_filter_request_headers(
+        filter: *mut c_void,
+        module: *const c_void,
+        end: bool,
+    ) -> u32;
+    fn envoy_dynamic_module_on_http_filter_response_headers(
+        filter: *mut c_void,
+        module: *const c_void,
+        end: bool,
+    ) -> u32;
+    fn envoy_dynamic_module_on_http_filter_destroy(module: *const c_void);
+}
+
+/// One fake stream: its headers and attributes.
+#[derive(Default)]
+struct Stream {
+    request: Vec<(Vec<u8>, Vec<u8>)>,
+    response: Vec<(Vec<u8>, Vec<u8>)>,
+    attributes: Vec<(u32, Vec<u8>)>,
+    metrics: usize,
+}
+
+thread_local! {
+    static STREAM: RefCell<Stream> = RefCell::new(Stream::default());
+}
+
+fn headers(s: &mut Stream, kind: u32) -> &mut Vec<(Vec<u8>, Vec<u8>)> {
+    if kind == 0 {
+        &mut s.request
+    } else {
+        &mut s.response
+    }
+}
+
+// --- the fake Envoy: every callback the module imports -------------------------------------
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_log(_level: u32, message: Buffer) {
+    let _ = message.bytes();
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_log_enabled(_level: u32) -> bool {
+    true
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_get_header(
+    _filter: *mut c_void,
+    kind: u32,
+    key: Buffer,
+    result: *mut Buffer,
+    index: usize,
+    size: *mut usize,
+) -> bool {
+    STREAM.with(|s| {
+        let mut s = s.borrow_mut();
+        let key = key.bytes().to_ascii_lowercase();
+        let values: Vec<&Vec<u8>> = headers(&mut s, kind)
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(&key))
+            .map(|(_, v)| v)
+            .collect();
+        // SAFETY: out-pointers from the module are valid locals.
+        unsafe {
+            if !size.is_null() {
+                *size = values.len();
+            }
+            match values.get(index) {
+                Some(v) => {
+                    *result = Buffer {
+                        ptr: v.as_ptr(),
+                        len: v.len(),
+                    };
+                    true
+                }
+                None => false,
+            }
+        }
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_set_header(
+    _filter: *mut c_void,
+    kind: u32,
+    key: Buffer,
+    value: Buffer,
+) -> bool {
+    STREAM.with(|s| {
+        let mut s = s.borrow_mut();
+        let k = key.bytes().to_ascii_lowercase();
+        let h = headers(&mut s, kind);
+        h.retain(|(n, _)| *n != k);
+        if !value.ptr.is_null() {
+            h.push((k, value.bytes().to_vec()));
+        }
+        true
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_add_header(
+    _filter: *mut c_void,
+    kind: u32,
+    key: Buffer,
+    value: Buffer,
+) -> bool {
+    STREAM.with(|s| {
+        let mut s = s.borrow_mut();
+        let k = key.bytes().to_ascii_lowercase();
+        headers(&mut s, kind).push((k, value.bytes().to_vec()));
+        true
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_filter_get_attribute_string(
+    _filter: *mut c_void,
+    id: u32,
+    result: *mut Buffer,
+) -> bool {
+    STREAM.with(|s| {
+        let s = s.borrow();
+        match s.attributes.iter().find(|(i, _)| *i == id) {
+            Some((_, v)) => {
+                // SAFETY: the out-pointer is a valid local; the bytes live in STREAM,
+                // unchanged until the module copied them.
+                unsafe {
+                    *result = Buffer {
+                        ptr: v.as_ptr(),
+                        len: v.len(),
+                    }
+                };
+                true
+            }
+            None => false,
+        }
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_get_metadata_string(
+    _filter: *mut c_void,
+    _source: u32,
+    _ns: Buffer,
+    key: Buffer,
+    result: *mut Buffer,
+) -> bool {
+    // The metadata value is the key itself (arbitrary bytes when the config names them).
+    let k = key.bytes();
+    // SAFETY: the out-pointer is a valid local; `key` outlives the module's copy.
+    unsafe {
+        *result = Buffer {
+            ptr: k.as_ptr(),
+            len: k.len(),
+        }
+    };
+    !k.is_empty()
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_get_metadata_number(
+    _filter: *mut c_void,
+    _source: u32,
+    _ns: Buffer,
+    _key: Buffer,
+    _result: *mut f64,
+) -> bool {
+    false
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_set_upstream_override_host(
+    _filter: *mut c_void,
+    host: Buffer,
+    _strict: bool,
+) -> bool {
+    // Envoy parses the address it is given: it must be one.
+    let h = std::str::from_utf8(host.bytes()).expect("override host is UTF-8");
+    assert!(
+        h.parse::<std::net::SocketAddr>().is_ok(),
+        "override host {h:?}"
+    );
+    true
+}
+
+static NEXT_METRIC: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn define(name: Buffer, id: *mut usize) -> u32 {
+    assert!(!name.bytes().is_empty());
+    // SAFETY: the out-pointer is a valid local.
+    unsafe { *id = NEXT_METRIC.fetch_add(1, std::sync::atomic::Ordering::Relaxed) };
+    0
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_filter_config_define_counter(
+    _config: *mut c_void,
+    name: Buffer,
+    _labels: *mut Buffer,
+    _n: usize,
+    id: *mut usize,
+) -> u32 {
+    define(name, id)
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_filter_config_define_gauge(
+    _config: *mut c_void,
+    name: Buffer,
+    _labels: *mut Buffer,
+    _n: usize,
+    id: *mut usize,
+) -> u32 {
+    define(name, id)
+}
+
+fn update(id: usize) -> u32 {
+    STREAM.with(|s| s.borrow_mut().metrics += 1);
+    u32::from(id >= NEXT_METRIC.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_filter_increment_counter(
+    _f: *mut c_void,
+    id: usize,
+    _l: *mut Buffer,
+    _n: usize,
+    _v: u64,
+) -> u32 {
+    update(id)
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_filter_increment_gauge(
+    _f: *mut c_void,
+    id: usize,
+    _l: *mut Buffer,
+    _n: usize,
+    _v: u64,
+) -> u32 {
+    update(id)
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_filter_decrement_gauge(
+    _f: *mut c_void,
+    id: usize,
+    _l: *mut Buffer,
+    _n: usize,
+    _v: u64,
+) -> u32 {
+    update(id)
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_filter_set_gauge(
+    _f: *mut c_void,
+    id: usize,
+    _l: *mut Buffer,
+    _n: usize,
+    _v: u64,
+) -> u32 {
+    update(id)
+}
+
+// --- the driver --------------------------------------------------------------------------------
+
+const KEY: &str = "ZW52b3ktcGVyc2lzdCBkZW1vIGtleTogQ0hBTkdFISE=";
+
+fn configs() -> Vec<String> {
+    vec![
+        format!(r#"{{"name":"s","type":"http_cookie","strict":true,"cookie":{{"keys":["{KEY}"]}}}}"#),
+        r#"{"name":"e","type":"http_cookie","cookie":{"format":"envoy","name":"SESSION"}}"#.into(),
+        r#"{"name":"n","type":"http_cookie","cookie":{"format":"nginx"}}"#.into(),
+        r#"{"name":"b","type":"http_cookie","cookie":{"format":"bigip","always_send":true}}"#.into(),
+        r#"{"name":"h","type":"http_header","max_entries":8,"header":{"name":"x-user","servers":{"v":"10.0.0.9:80"}}}"#.into(),
+        r#"{"name":"i","type":"client_ip","max_entries":8,"client_ip":{"ipv4_prefix":24}}"#.into(),
+        r#"{"name":"a","type":"app_cookie","app_cookie":{"name":"SID","query_parameter":"sid","learn_from_request":true}}"#.into(),
+        r#"{"name":"t","type":"tls","tls":{"key":"peer_certificate"}}"#.into(),
+        r#"{"name":"c","type":"custom","custom":{"source":{"property":["metadata","filter_metadata","ns","k"]}}}"#.into(),
+        r#"{"name":"k","type":"consistent_hash","hash":{"source":{"header":"x-user"}}}"#.into(),
+    ]
+}
+
+struct Configs(Vec<usize>);
+
+/// Each configuration created once (as Envoy does at start), kept for the process.
+fn created() -> &'static Configs {
+    static C: OnceLock<Configs> = OnceLock::new();
+    C.get_or_init(|| {
+        // SAFETY: the module's init hook takes no argument.
+        unsafe { envoy_dynamic_module_on_program_init() };
+        Configs(
+            configs()
+                .iter()
+                .map(|json| {
+                    let name = b"persist";
+                    // SAFETY: buffers point into live slices; a dangling non-null config
+                    // pointer is what Envoy passes (the fake never dereferences it).
+                    let c = unsafe {
+                        envoy_dynamic_module_on_http_filter_config_new(
+                            std::ptr::NonNull::<u8>::dangling().as_ptr().cast(),
+                            Buffer {
+                                ptr: name.as_ptr(),
+                                len: name.len(),
+                            },
+                            Buffer {
+                                ptr: json.as_ptr(),
+                                len: json.len(),
+                            },
+                        )
+                    };
+                    assert!(!c.is_null(), "config refused: {json}");
+                    c as usize
+                })
+                .collect(),
+        )
+    })
+}
+
+/// Splits the input into fields at 0xff bytes.
+fn fields(data: &[u8]) -> Vec<&[u8]> {
+    data.split(|b| *b == 0xff).collect()
+}
+
+const REQUEST_NAMES: [&[u8]; 6] = [
+    b"cookie",
+    b"x-user",
+    b"x-persist-upstream",
+    b":path",
+    b"x-forwarded-for",
+    b"cookie",
+];
+const ATTRIBUTES: [u32; 5] = [24, 41, 16, 38, 0];
+const RESPONSE_NAMES: [&[u8]; 3] = [b"set-cookie", b"x-persist-upstream", b"set-cookie"];
+
+fuzz_target!(|data: &[u8]| {
+    let configs = created();
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    let config = configs.0[usize::from(pick) % configs.0.len()] as *const c_void;
+    let f = fields(rest);
+    let mut stream = Stream::default();
+    let mut it = f.iter();
+    for name in REQUEST_NAMES {
+        if let Some(v) = it.next() {
+            stream.request.push((name.to_vec(), v.to_vec()));
+        }
+    }
+    for id in ATTRIBUTES {
+        if let Some(v) = it.next() {
+            stream.attributes.push((id, v.to_vec()));
+        }
+    }
+    let response: Vec<(Vec<u8>, Vec<u8>)> = RESPONSE_NAMES
+        .iter()
+        .zip(&mut it)
+        .map(|(n, v)| (n.to_vec(), v.to_vec()))
+        .collect();
+    STREAM.with(|s| *s.borrow_mut() = stream);
+    let envoy_filter: *mut c_void = std::ptr::NonNull::<u8>::dangling().as_ptr().cast();
+    // SAFETY: the hooks in Envoy's order for one stream; the module's filter pointer is used
+    // until its destroy hook only.
+    unsafe {
+        let filter = envoy_dynamic_module_on_http_filter_new(config, envoy_filter);
+        assert!(!filter.is_null());
+        assert_eq!(
+            envoy_dynamic_module_on_http_filter_request_headers(envoy_filter, filter, true),
+            0
+        );
+        STREAM.with(|s| s.borrow_mut().response = response);
+        assert_eq!(
+            envoy_dynamic_module_on_http_filter_response_headers(envoy_filter, filter, true),
+            0
+        );
+        envoy_dynamic_module_on_http_filter_destroy(filter);
+    }
+    // No client copy of the hand-off header survives the request hook.
+    STREAM.with(|s| {
+        let s = s.borrow();
+        assert!(s.request.iter().all(|(n, _)| n != b"x-persist-upstream"));
+    });
+});

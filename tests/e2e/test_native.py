@@ -1,0 +1,115 @@
+"""The native build (Envoy dynamic module, PERSIST_NATIVE) in the real Envoy: it loads with
+the ABI version Envoy expects, its examples validate, every bad plugin configuration the wasm
+module refuses is refused the same way, and requests pass through it.
+
+    make build && ENVOY_BIN=$(scripts/envoy-bin.sh) .venv/bin/pytest -q tests/e2e/test_native.py
+"""
+
+import json
+import re
+import subprocess
+
+import pytest
+
+from conftest import (EXAMPLES, ROOT, Envoy, envoy_bin, http_request, native_env, native_path)
+from test_config_errors import BAD, GOOD_KEY, WASM_ONLY_BAD
+
+NATIVE_EXAMPLES = sorted(p.name for p in EXAMPLES.glob("native-*.yaml"))
+ABI_MATCHED = re.compile(r"Dynamic module ABI version (\S+) matched")
+ABI_WARNING = re.compile(r"ABI version .* (is deprecated|mismatch)|is deprecated\. Please recompile", re.I)
+
+
+def assert_abi_matched(log):
+    """Envoy's own verdict on the module's ABI: the `matched` line, and no deprecation or
+    mismatch warning (the module would still load, resolving hooks by name)."""
+    warnings = [l for l in log.splitlines() if ABI_WARNING.search(l)]
+    assert not warnings, "ABI warning:\n" + "\n".join(warnings)
+    m = ABI_MATCHED.search(log)
+    assert m, "no 'Dynamic module ABI version ... matched' line:\n" + log[-3000:]
+    assert m.group(1) == "v0.2.0", m.group(0)
+
+
+def test_the_native_examples_exist():
+    for name in ("native-http-cookie.yaml", "native-http-cookie-strict.yaml", "native-http-header.yaml"):
+        assert name in NATIVE_EXAMPLES
+
+
+@pytest.mark.parametrize("name", NATIVE_EXAMPLES)
+def test_native_example_passes_envoy_validate(name):
+    """`envoy --mode validate` loads the module and runs its configuration hook, so this also
+    checks the example's plugin JSON."""
+    assert native_path().is_file(), f"module not built: {native_path()} (run `make build`)"
+    cfg = (EXAMPLES / name).read_text()
+    assert "envoy.filters.http.dynamic_modules" in cfg and "envoy.filters.http.wasm" not in cfg
+    assert "stateful_session" not in cfg.split("http_filters:", 1)[1], "the native module needs no hand-off filter"
+    out = subprocess.run([envoy_bin(), "--mode", "validate", "-c", str(EXAMPLES / name)], cwd=str(ROOT),
+                         capture_output=True, text=True, timeout=120, env=native_env())
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-3000:]
+    assert "OK" in log
+    assert_abi_matched(log)
+
+
+def test_native_module_loads_and_passes_requests(envoy_factory, backends):
+    envoy = envoy_factory("native-http-cookie.yaml")
+    assert envoy.native
+    assert_abi_matched(envoy.log_text())
+    served = set()
+    for _ in range(6):
+        r = http_request(envoy.port, "/")
+        assert r.status == 200, r
+        served.add(r.server)
+    assert served <= {b.name for b in backends}
+    # Every stat of the profile is defined at configuration, under Envoy's namespace for
+    # dynamic modules; nothing failed.
+    counters = envoy.counters()
+    assert set(counters) >= {"hit", "miss", "new", "rebind", "invalid", "expired", "evicted", "error"}, counters
+    assert counters["error"] == 0
+    envoy.stop()
+
+
+def test_native_table_type_defines_the_entries_gauge(envoy_factory):
+    envoy = envoy_factory("native-http-header.yaml")
+    assert "entries" in envoy.counters()
+    r = http_request(envoy.port, "/", headers={"x-user": "alice"})
+    assert r.status == 200
+    envoy.stop()
+
+
+def assert_refused_natively(text, field, backends, tmp_path):
+    envoy = Envoy("native-http-cookie.yaml", text, backends, tmp_path)
+    rc, log = envoy.run_to_exit(timeout=30)
+    assert rc != 0, f"Envoy accepted {text!r}"
+    lines = [l for l in log.splitlines() if "invalid configuration" in l]
+    assert len(lines) == 1, f"expected one 'invalid configuration' line for {text!r}:\n" + "\n".join(
+        log.splitlines()[-15:])
+    if field is not None:
+        fields = field if isinstance(field, tuple) else (field,)
+        assert any(re.search(rf"invalid configuration: {re.escape(f)}\b(?![.\w])", lines[0]) for f in fields), \
+            f"the line does not name `{' or '.join(fields)}`: {lines}"
+
+
+def cfg(**over):
+    return json.dumps({"name": "e2e", "type": "http_cookie", "cookie": {"name": "persist", "keys": [GOOD_KEY]},
+                       **over})
+
+
+NATIVE_BAD = BAD + [
+    ("mirror-is-wasm-only", json.dumps({"name": "e2e", "type": "client_ip", "mirror": {"cluster": "etcd"}}),
+     "mirror"),
+]
+
+
+@pytest.mark.parametrize("case,text,field", NATIVE_BAD, ids=[b[0] for b in NATIVE_BAD])
+def test_bad_configuration_is_refused_natively(case, text, field, backends, tmp_path):
+    """The wasm module's refusals (test_config_errors.BAD), by the native module: Envoy exits,
+    one log line names the field."""
+    assert_refused_natively(text, field, backends, tmp_path)
+
+
+@pytest.mark.parametrize("case,text,field", WASM_ONLY_BAD, ids=[b[0] for b in WASM_ONLY_BAD])
+def test_what_only_the_wasm_module_refuses_is_accepted_natively(case, text, field, backends, tmp_path):
+    """Control for test_config_errors.WASM_ONLY_BAD: `strict: true` validates natively."""
+    rc, out = Envoy("native-http-cookie.yaml", text, backends, tmp_path).validate()
+    assert rc == 0, out[-3000:]
+    assert "invalid configuration" not in out
