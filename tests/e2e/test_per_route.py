@@ -38,10 +38,14 @@ def _hcm(cfg):
 
 def static_route(disabled, strip=False):
     """A patch: route /static/ (same cluster) before "/", with these filters disabled; with
-    `strip`, a header_mutation filter removing the client's x-persist-upstream first."""
+    `strip`, a header_mutation filter removing the client's x-persist-upstream first. The
+    examples' own header_mutation (README "Fail open without a bypass") is taken out, so
+    that each case shows what its own recipe does."""
 
     def patch(cfg):
         hcm = _hcm(cfg)
+        hcm["http_filters"] = [f for f in hcm["http_filters"]
+                               if f["name"] != "envoy.filters.http.header_mutation"]
         routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
         base = copy.deepcopy(routes[-1])
         assert base["match"] == {"prefix": "/"}
