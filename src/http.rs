@@ -2,12 +2,19 @@
 //! mirror lookup, to [`persist_core::flow::Request`].
 
 use crate::host::{self, WasmHost};
-use crate::state::Shared;
-use persist_core::flow::{Request, RequestAction};
+use persist_core::flow::{Profile, Request, RequestAction, Worker};
 use persist_core::stats::Counter;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
+use std::cell::RefCell;
 use std::rc::Rc;
+
+/// What the root context of a VM ([`crate::state`]) shares with its HTTP contexts: the
+/// compiled profile and the worker's state.
+pub struct Shared {
+    pub profile: Profile,
+    pub worker: RefCell<Worker>,
+}
 
 /// Used when the plugin has no valid configuration: does nothing.
 pub struct PassThrough;

@@ -4,19 +4,13 @@
 //! the mirror driver.
 
 use crate::host::{self, WasmHost};
-use crate::http::{PassThrough, PersistHttp};
+use crate::http::{PassThrough, PersistHttp, Shared};
 use persist_core::flow::{Profile, Worker, MIRROR_TICK, TICK};
 use persist_core::mirror::driver::Driver;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 use std::cell::RefCell;
 use std::rc::Rc;
-
-/// What the root and the HTTP contexts of one VM share.
-pub struct Shared {
-    pub profile: Profile,
-    pub worker: RefCell<Worker>,
-}
 
 #[derive(Default)]
 pub struct PersistRoot {
