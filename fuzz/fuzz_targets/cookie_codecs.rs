@@ -1,5 +1,6 @@
 //! Every cookie format's decoder, through the same entry point the filter uses
-//! (`CookiePersistence::read`), on any Cookie header and clock: never panics. A sealed
+//! (`CookiePersistence::read`), on any Cookie header and clock, and the `session_header`
+//! token reader (`SessionHeaderPersistence::read`) on any header value: never panics. A sealed
 //! cookie that opens must have been sealed by the key, which a fuzzer cannot forge: if one
 //! ever decodes to a server, the AEAD has been broken (or the test is wrong).
 #![no_main]
@@ -7,6 +8,7 @@ use libfuzzer_sys::fuzz_target;
 use persist_core::codec::{bigip, envoy, nginx};
 use persist_core::config::{Config, Kind};
 use persist_core::persistence::cookie::{CookiePersistence, Found};
+use persist_core::persistence::session_header::{SessionHeaderPersistence, Token};
 use std::time::Duration;
 
 const KEY: [u8; 32] = [7; 32];
@@ -25,8 +27,23 @@ fn profile(format: &str) -> CookiePersistence {
     p
 }
 
+fn session_header() -> SessionHeaderPersistence {
+    let Ok(config) = Config::parse(br#"{"type":"session_header"}"#) else {
+        panic!("fixed config")
+    };
+    let Kind::SessionHeader(c) = &config.kind else {
+        panic!("fixed config")
+    };
+    let Some(p) = SessionHeaderPersistence::new(c, &[KEY], &config) else {
+        panic!("fixed config")
+    };
+    p
+}
+
 fuzz_target!(|data: &[u8]| {
     let now = 1_800_000_000u64;
+    let token = session_header().read(Some(data), now);
+    assert!(!matches!(token, Token::Server(_)), "forged session token");
     for format in ["sealed", "envoy", "nginx", "bigip"] {
         let p = profile(format);
         let mut header = b"persist=".to_vec();

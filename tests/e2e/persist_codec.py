@@ -65,9 +65,15 @@ def aad(cookie_name: str) -> bytes:
     return b"envoy-persist:" + cookie_name.encode()
 
 
-def seal_raw(key: bytes, cookie_name: str, plaintext: bytes, version=SEALED_VERSION, nonce=None) -> bytes:
+def header_aad(header_name: str) -> bytes:
+    """session_header tokens are bound to the header's (lower-case) name."""
+    return b"envoy-persist-header:" + header_name.encode()
+
+
+def seal_raw(key: bytes, cookie_name: str, plaintext: bytes, version=SEALED_VERSION, nonce=None,
+             aad_bytes=None) -> bytes:
     nonce = nonce if nonce is not None else os.urandom(NONCE_LEN)
-    ct = AESGCM(key).encrypt(nonce, plaintext, aad(cookie_name))
+    ct = AESGCM(key).encrypt(nonce, plaintext, aad_bytes if aad_bytes is not None else aad(cookie_name))
     return bytes([version]) + nonce + ct
 
 
@@ -76,7 +82,17 @@ def seal(key: bytes, cookie_name: str, addr: str, issued: int, refreshed=None, *
     return b64url_nopad(seal_raw(key, cookie_name, sealed_plaintext(addr, issued, refreshed), **kw))
 
 
-def open_sealed(keys, cookie_name: str, value: str) -> Sealed:
+def seal_header(key: bytes, header_name: str, addr: str, issued: int, refreshed=None) -> str:
+    """A session_header token for `header_name`."""
+    return seal(key, "", addr, issued, refreshed, aad_bytes=header_aad(header_name))
+
+
+def open_header_token(keys, header_name: str, value: str) -> "Sealed":
+    """Opens a session_header token; raises ValueError when it is not valid."""
+    return open_sealed(keys, "", value, aad_bytes=header_aad(header_name))
+
+
+def open_sealed(keys, cookie_name: str, value: str, aad_bytes=None) -> Sealed:
     """Opens a sealed cookie with any of `keys`; raises ValueError when it is not valid."""
     raw = b64url_decode(value)
     if len(raw) < 1 + NONCE_LEN + TAG_LEN:
@@ -86,7 +102,7 @@ def open_sealed(keys, cookie_name: str, value: str) -> Sealed:
         raise ValueError(f"version {version}")
     for key in keys:
         try:
-            pt = AESGCM(key).decrypt(nonce, ct, aad(cookie_name))
+            pt = AESGCM(key).decrypt(nonce, ct, aad_bytes if aad_bytes is not None else aad(cookie_name))
         except Exception:  # InvalidTag
             continue
         issued, refreshed = struct.unpack(">II", pt[:8])

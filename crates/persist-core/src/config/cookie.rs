@@ -82,40 +82,48 @@ fn check_attribute(field: &str, value: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Sealing keys given as base64 of 32 bytes (`cookie.keys`, `session_header.keys`): 1 to
+/// [`MAX_KEYS`] of them.
+pub(super) fn parse_keys(field: &str, list: &[String]) -> Result<Vec<[u8; 32]>, ConfigError> {
+    if list.is_empty() || list.len() > MAX_KEYS {
+        return Err(ConfigError::new(
+            field,
+            format!("give 1 to {MAX_KEYS} keys, or leave the field out to generate one"),
+        ));
+    }
+    let mut keys = Vec::new();
+    for (i, text) in list.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|_| ConfigError::new(&at, "not base64"))?;
+        let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+            ConfigError::new(
+                &at,
+                format!("must be 32 bytes (AES-256), is {} bytes", bytes.len()),
+            )
+        })?;
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
 impl RawCookie {
     pub(super) fn validate(self) -> Result<CookieConfig, ConfigError> {
         let raw = self;
         let name = raw.name.unwrap_or_else(|| "persist".to_string());
         check_token("cookie.name", &name)?;
         let format = raw.format.unwrap_or(CookieFormat::Sealed);
-        let mut keys = Vec::new();
-        if let Some(list) = raw.keys {
-            if format != CookieFormat::Sealed {
+        let keys = match raw.keys {
+            Some(_) if format != CookieFormat::Sealed => {
                 return Err(ConfigError::new(
                     "cookie.keys",
                     "keys are only used by the `sealed` format",
-                ));
+                ))
             }
-            if list.is_empty() || list.len() > MAX_KEYS {
-                return Err(ConfigError::new(
-                    "cookie.keys",
-                    format!("give 1 to {MAX_KEYS} keys, or leave the field out to generate one"),
-                ));
-            }
-            for (i, text) in list.iter().enumerate() {
-                let field = format!("cookie.keys[{i}]");
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(text.trim())
-                    .map_err(|_| ConfigError::new(&field, "not base64"))?;
-                let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-                    ConfigError::new(
-                        &field,
-                        format!("must be 32 bytes (AES-256), is {} bytes", bytes.len()),
-                    )
-                })?;
-                keys.push(key);
-            }
-        }
+            Some(list) => parse_keys("cookie.keys", &list)?,
+            None => Vec::new(),
+        };
         let path = raw.path.unwrap_or_else(|| "/".to_string());
         check_attribute("cookie.path", &path)?;
         if !path.starts_with('/') {

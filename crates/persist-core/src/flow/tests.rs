@@ -707,3 +707,117 @@ fn bad_configurations_name_their_field_and_a_host_without_grpc_refuses_the_mirro
     let e = Profile::compile(MIRRORED.as_bytes(), &host).unwrap_err();
     assert!(e.starts_with("mirror:"), "{e}");
 }
+
+const SESSION: &str = r#"{"name":"p","type":"session_header","session_header":{"keys":["j8+PHxERERHDw8PDWlpaWlpaWlpaWlpaWlpaWlpaWlo="]}}"#;
+
+impl Sim {
+    /// The token the response carried in `x-persist-session`.
+    fn token(&self) -> Option<Vec<u8>> {
+        let v = self.host.response_values("x-persist-session");
+        assert!(v.len() <= 1, "one token at most: {v:?}");
+        v.first().cloned()
+    }
+}
+
+#[test]
+fn session_header_issues_a_token_then_names_its_server_and_writes_nothing() {
+    let mut s = Sim::new(SESSION);
+    let mut r = s.request(&[]);
+    s.respond(&mut r, from(A));
+    assert_eq!(s.set_cookie(), None, "no cookie for this type");
+    let token = s.token().expect("a token on the first response");
+    assert_eq!(s.host.state(TYPE_STATE).as_deref(), Some("session_header"));
+
+    let mut r = s.request(&[("x-persist-session", &token)]);
+    assert_eq!(s.handed_off(), Some(b64(A)));
+    s.respond(&mut r, from(A));
+    assert_eq!(s.host.writes(), vec![], "steady: nothing written");
+    assert_eq!(s.token(), None);
+    // A cookie of ours is not read by this type.
+    let _ = s.request(&[("cookie", b"persist=whatever")]);
+    assert_eq!(s.handed_off(), None);
+    assert_eq!((s.stat("new"), s.stat("hit"), s.stat("miss")), (1, 1, 2));
+}
+
+#[test]
+fn session_header_rebinds_refreshes_and_rejects_what_it_did_not_seal() {
+    let mut s = Sim::new(SESSION);
+    let mut r = s.request(&[]);
+    s.respond(&mut r, from(A));
+    let token = s.token().unwrap();
+    // Failover: Envoy used B.
+    let mut r = s.request(&[("x-persist-session", &token)]);
+    s.respond(
+        &mut r,
+        Answer {
+            upstream: Some(B),
+            session_header: Some(B),
+            details: "via_upstream",
+        },
+    );
+    let moved = s.token().expect("re-issued for B");
+    assert_eq!(s.stat("rebind"), 1);
+    let _ = s.request(&[("x-persist-session", &moved)]);
+    assert_eq!(s.handed_off(), Some(b64(B)));
+    // Tampered: invalid, load balanced, a new token issued.
+    let mut bad = moved.clone();
+    let last = bad.len() - 1;
+    bad[last] = if bad[last] == b'A' { b'B' } else { b'A' };
+    let mut r = s.request(&[("x-persist-session", &bad)]);
+    assert_eq!(s.handed_off(), None);
+    s.respond(&mut r, from(A));
+    assert!(s.token().is_some());
+    assert_eq!(s.stat("invalid"), 1);
+    // Past half the timeout (20m): refreshed with the same server.
+    s.host.advance_ms(11 * 60 * 1000);
+    let mut r = s.request(&[("x-persist-session", &moved)]);
+    s.respond(&mut r, from(B));
+    let refreshed = s.token().expect("refresh");
+    assert_ne!(refreshed, moved);
+    // An upstream's own copy of the header never reaches the client beside ours.
+    let mut r = s.request(&[]);
+    s.host
+        .with_response_header("x-persist-session", b"from-upstream");
+    s.respond(&mut r, from(A));
+    assert_eq!(s.host.response_values("x-persist-session").len(), 1);
+    assert_ne!(s.token().unwrap(), b"from-upstream".to_vec());
+    // A local reply issues nothing.
+    let mut r = s.request(&[]);
+    s.respond(
+        &mut r,
+        Answer {
+            upstream: None,
+            session_header: None,
+            details: "no_healthy_upstream",
+        },
+    );
+    assert_eq!(s.token(), None);
+}
+
+#[test]
+fn session_header_generates_one_key_per_envoy_shared_by_workers() {
+    let json = r#"{"name":"p","type":"session_header"}"#;
+    let mut s = Sim::new(json);
+    let mut r = s.request(&[]);
+    s.respond(&mut r, from(A));
+    let token = s.token().unwrap();
+    // Another worker of the same Envoy compiles the same profile: same key.
+    let profile = Profile::compile(json.as_bytes(), &s.host).unwrap();
+    let mut w = Worker::new(&profile, &s.host).unwrap();
+    s.host.next_request();
+    s.host.with_request_header("x-persist-session", &token);
+    let mut r = Request::new();
+    r.on_request_headers(&profile, &mut w, &s.host);
+    assert_eq!(s.handed_off(), Some(b64(A)));
+    // Another Envoy (another host) does not open it.
+    let host = RecordingHost::new(NOW_MS);
+    let mut skip = [0u8; 5];
+    assert!(
+        crate::host::Host::random(&host, &mut skip),
+        "another random sequence"
+    );
+    let mut other = Sim::on(host, json);
+    let _ = other.request(&[("x-persist-session", &token)]);
+    assert_eq!(other.handed_off(), None);
+    assert_eq!(other.stat("invalid"), 1);
+}

@@ -111,7 +111,7 @@ impl CookiePersistence {
         found
     }
 
-    fn decode(&self, value: &[u8], now: u64) -> Option<Decoded> {
+    pub(crate) fn decode(&self, value: &[u8], now: u64) -> Option<Decoded> {
         match self.format {
             CookieFormat::Sealed => {
                 let s = self.sealer.as_ref()?.open(value)?;
@@ -164,6 +164,20 @@ impl CookiePersistence {
         now: u64,
         nonce: impl FnOnce() -> Option<[u8; 12]>,
     ) -> Reply {
+        let mut reply = self.token(persisted, answered, now, nonce);
+        reply.set_cookie = reply.set_cookie.map(|v| self.template.render(&v));
+        reply
+    }
+
+    /// As [`CookiePersistence::reply`], with the bare value in `set_cookie` (no cookie
+    /// attributes): what another carrier (`session_header`) sends.
+    pub(crate) fn token(
+        &self,
+        persisted: Option<Persisted>,
+        answered: SocketAddr,
+        now: u64,
+        nonce: impl FnOnce() -> Option<[u8; 12]>,
+    ) -> Reply {
         let mut counters = Vec::new();
         let (issued, send) = match persisted {
             None => {
@@ -185,7 +199,6 @@ impl CookiePersistence {
         };
         let set_cookie = if send {
             self.encode(answered, issued, now, nonce)
-                .map(|v| self.template.render(&v))
         } else {
             None
         };
@@ -240,12 +253,18 @@ impl CookiePersistence {
     pub fn format(&self) -> CookieFormat {
         self.format
     }
+
+    /// The same persistence sealing with `sealer` (another carrier's binding).
+    pub(crate) fn with_sealer(mut self, sealer: sealed::Sealer) -> Self {
+        self.sealer = Some(sealer);
+        self
+    }
 }
 
 /// What the request half found: the request's valid persistence, if any.
 #[derive(Debug, Default)]
 pub struct CookieSession {
-    persisted: Option<Persisted>,
+    pub(crate) persisted: Option<Persisted>,
 }
 
 /// Sealing keys in effect: the configured ones, or one generated per Envoy process and
@@ -255,22 +274,36 @@ fn sealing_keys(
     cookie: &CookieConfig,
     host: &dyn Host,
 ) -> Result<Vec<[u8; 32]>, String> {
-    if cookie.format != CookieFormat::Sealed || !cookie.keys.is_empty() {
+    if cookie.format != CookieFormat::Sealed {
         return Ok(cookie.keys.clone());
+    }
+    keys_or_generated(config, &cookie.keys, "cookie.keys", host)
+}
+
+/// `configured`, or (when empty) the key generated for this profile by the first worker
+/// of this Envoy; errors name `field`.
+pub(crate) fn keys_or_generated(
+    config: &Config,
+    configured: &[[u8; 32]],
+    field: &str,
+    host: &dyn Host,
+) -> Result<Vec<[u8; 32]>, String> {
+    if !configured.is_empty() {
+        return Ok(configured.to_vec());
     }
     let mut candidate = [0u8; 32];
     if !host.random(&mut candidate) {
-        return Err("cookie.keys: no randomness to generate a key; configure one".into());
+        return Err(format!(
+            "{field}: no randomness to generate a key; configure one"
+        ));
     }
     let key_name = format!("persist.{}.sealkey", config.name);
-    let stored =
-        store::get_or_insert(host, &key_name, &candidate, |v| v.len() == 32).map_err(|e| {
-            format!("cookie.keys: could not share a generated key ({e:?}); configure one")
-        })?;
+    let stored = store::get_or_insert(host, &key_name, &candidate, |v| v.len() == 32)
+        .map_err(|e| format!("{field}: could not share a generated key ({e:?}); configure one"))?;
     let key: [u8; 32] = stored
         .as_slice()
         .try_into()
-        .map_err(|_| "cookie.keys: shared key has the wrong size".to_string())?;
+        .map_err(|_| format!("{field}: shared key has the wrong size"))?;
     Ok(vec![key])
 }
 
