@@ -91,7 +91,7 @@ def test_example_shape(name):
         assert ss["session_state"]["name"] == "envoy.http.stateful_session.header"
         assert ss["session_state"]["typed_config"]["name"] == plugin.get("upstream_header", "x-persist-upstream")
         assert ss["strict"] is ("strict" in name)
-        assert set(cluster["common_lb_config"]["override_host_status"]["statuses"]) == {"UNKNOWN", "HEALTHY"}
+        assert set(cluster["common_lb_config"]["override_host_status"]["statuses"]) == {"UNKNOWN", "HEALTHY", "DRAINING"}
     else:
         assert names[at:] == ["envoy.filters.http.wasm", "envoy.filters.http.router"], names
         lb = cluster["load_balancing_policy"]["policies"][0]["typed_extension_config"]
