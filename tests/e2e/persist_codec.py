@@ -227,3 +227,46 @@ def _self_check():
 
 
 _self_check()
+
+
+# --- ingress-nginx (its Lua balancer's affinity cookie) ----------------------------------------
+
+def ingress_endpoint(addr: str) -> str:
+    """ingress-nginx names an endpoint `address:port` (IPv6 without brackets)."""
+    host, port = split_addr(addr)
+    return f"{host}:{port}"
+
+
+def ingress_backend_key(backend: str) -> str:
+    """md5hex(md5hex(backend) .. backend), the cookie's second part."""
+    inner = hashlib.md5(backend.encode()).hexdigest() + backend
+    return hashlib.md5(inner.encode()).hexdigest()
+
+
+def ingress_persistent(backend: str, addr: str, with_backend_key=True) -> str:
+    """`persistent` mode: md5hex(salt .. endpoint), the salt being the backend name."""
+    key = hashlib.md5((backend + ingress_endpoint(addr)).encode()).hexdigest()
+    return f"{key}|{ingress_backend_key(backend)}" if with_backend_key else key
+
+
+def ingress_ring(endpoints):
+    """`balanced` mode's consistent hash (lua-resty-balancer chash, weight 1 each): 160 points
+    per endpoint, each the CRC-32 of the previous point's little-endian bytes (zero first)
+    continued from the endpoint's CRC-32 register; returns find(key) -> endpoint addr."""
+    import bisect
+    import zlib
+    points = []
+    for addr in endpoints:
+        base = zlib.crc32(ingress_endpoint(addr).encode())
+        prev = b"\0\0\0\0"
+        for _ in range(160):
+            h = zlib.crc32(prev, base ^ 0xFFFFFFFF)  # register = base, then the final xor
+            points.append((h, addr))
+            prev = struct.pack("<I", h)
+    points.sort(key=lambda p: p[0])
+    hashes = [h for h, _ in points]
+
+    def find(key: str) -> str:
+        i = bisect.bisect_right(hashes, zlib.crc32(key.encode())) - 1
+        return points[max(i, 0)][1]
+    return find

@@ -9,7 +9,9 @@ mod session_header;
 mod source;
 mod table;
 
-pub use cookie::{CookieConfig, CookieFormat, SameSite, MAX_KEYS};
+pub use cookie::{
+    CookieConfig, CookieFormat, IngressNginxConfig, SameSite, MAX_INGRESS_ENDPOINTS, MAX_KEYS,
+};
 pub use duration::{parse_duration, ConfigDuration};
 pub use hash::HashConfig;
 pub use mirror::MirrorConfig;

@@ -821,3 +821,76 @@ fn session_header_generates_one_key_per_envoy_shared_by_workers() {
     assert_eq!(other.handed_off(), None);
     assert_eq!(other.stat("invalid"), 1);
 }
+
+fn ingress_value(backend: &str, addr: &str) -> String {
+    crate::codec::ingress_nginx::encode(
+        backend.as_bytes(),
+        &crate::codec::ingress_nginx::backend_key(backend),
+        a(addr),
+    )
+}
+
+#[test]
+fn ingress_nginx_cookies_with_endpoints_honour_both_modes_from_the_first_request() {
+    let mut s = Sim::new(&format!(
+        r#"{{"name":"p","type":"http_cookie","cookie":{{"name":"INGRESSCOOKIE","format":"ingress_nginx",
+        "ingress_nginx":{{"backend":"default-web-80","endpoints":["{A}","{B}"]}}}}}}"#
+    ));
+    let bk = crate::codec::ingress_nginx::backend_key("default-web-80");
+    // persistent: the salted hash of B names B, nothing to re-send.
+    let persistent = format!("INGRESSCOOKIE={}", ingress_value("default-web-80", B));
+    let mut r = s.request(&[("cookie", persistent.as_bytes())]);
+    assert_eq!(s.handed_off(), Some(b64(B)));
+    s.respond(&mut r, from(B));
+    assert_eq!(s.set_cookie(), None);
+    // balanced: the ring names a server; the answer upgrades the cookie to persistent form.
+    let ring = crate::codec::ingress_nginx::Ring::new(&[a(A), a(B)]);
+    let key = "1800000000.123.4567";
+    let on = ring.find(key.as_bytes()).unwrap().to_string();
+    let balanced = format!("INGRESSCOOKIE={key}|{bk}");
+    let mut r = s.request(&[("cookie", balanced.as_bytes())]);
+    assert_eq!(s.handed_off(), Some(b64(&on)));
+    s.respond(&mut r, from(&on));
+    assert_eq!(
+        s.set_cookie().unwrap(),
+        format!(
+            "INGRESSCOOKIE={}; Path=/; HttpOnly",
+            ingress_value("default-web-80", &on)
+        )
+    );
+    // Another backend's cookie: invalid, a new one for the server that answered.
+    let other = format!(
+        "INGRESSCOOKIE={}",
+        ingress_value("default-other-80", B).replace(&bk, "0")
+    );
+    let mut r = s.request(&[("cookie", other.as_bytes())]);
+    assert_eq!(s.handed_off(), None);
+    s.respond(&mut r, from(A));
+    assert!(s.set_cookie().is_some());
+    assert_eq!((s.stat("hit"), s.stat("invalid"), s.stat("new")), (2, 1, 1));
+}
+
+#[test]
+fn ingress_nginx_persistent_keys_are_learned_from_answers_without_endpoints() {
+    let mut s = Sim::new(
+        r#"{"name":"p","type":"http_cookie","cookie":{"format":"ingress_nginx","ingress_nginx":{"backend":"ns-svc-8080"}}}"#,
+    );
+    let cookie = format!("persist={}", ingress_value("ns-svc-8080", B));
+    let _ = s.request(&[("cookie", cookie.as_bytes())]);
+    assert_eq!(s.handed_off(), None, "B never answered here: unknown");
+    let mut r = s.request(&[]);
+    s.respond(&mut r, from(B));
+    assert_eq!(
+        s.set_cookie().unwrap(),
+        format!("{cookie}; Path=/; HttpOnly"),
+        "the filter writes ingress-nginx's persistent form"
+    );
+    let mut other = s.worker();
+    let _ = s.request_on(&mut other, &[("cookie", cookie.as_bytes())]);
+    assert_eq!(s.handed_off(), Some(b64(B)), "learned, for every worker");
+    // A balanced key cannot be mapped without the endpoints: a miss.
+    let bk = crate::codec::ingress_nginx::backend_key("ns-svc-8080");
+    let _ = s.request(&[("cookie", format!("persist=1800000000.1.2|{bk}").as_bytes())]);
+    assert_eq!(s.handed_off(), None);
+    assert_eq!((s.stat("invalid"), s.stat("miss")), (0, 3));
+}

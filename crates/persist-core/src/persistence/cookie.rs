@@ -2,13 +2,15 @@
 //! stored in the proxy (bar the NGINX hashes). This module decides, for a request, which
 //! server to name, and for a response, whether and what `Set-Cookie` to send.
 
-use crate::codec::{self, bigip, envoy, nginx, sealed, Decoded, Times};
-use crate::config::{Config, CookieConfig, CookieFormat};
+use crate::codec::{self, bigip, envoy, ingress_nginx, nginx, sealed, Decoded, Times};
+use crate::config::{Config, CookieConfig, CookieFormat, IngressNginxConfig};
 use crate::cookie::{header, set_cookie::SetCookieTemplate};
 use crate::flow::Ctx;
 use crate::host::Host;
+use crate::persistence::learned_hashes::LearnedHashes;
 use crate::stats::Counter;
 use crate::store::{self, StoreError};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -53,6 +55,63 @@ pub struct CookiePersistence {
     timeout: u64,
     absolute: Option<u64>,
     always_send: bool,
+    /// `ingress_nginx` format only.
+    ingress: Option<Ingress>,
+}
+
+/// What the `ingress_nginx` format needs, prepared once (README "Cookie formats and
+/// migration").
+#[derive(Debug)]
+struct Ingress {
+    /// The backend name: salt of the `persistent` keys.
+    salt: Vec<u8>,
+    backend_key: String,
+    /// `balanced` keys, when the endpoints are configured.
+    ring: Option<ingress_nginx::Ring>,
+    /// `persistent` keys of the configured endpoints.
+    known: HashMap<[u8; 16], SocketAddr>,
+}
+
+/// A well-formed cookie whose server cannot be known (an ingress-nginx `balanced` key
+/// without configured endpoints): no server's hash, so it resolves to nothing (`miss`).
+const UNKNOWN_HASH: [u8; 16] = [0; 16];
+
+impl Ingress {
+    fn new(cfg: &IngressNginxConfig) -> Ingress {
+        let salt = cfg.backend.as_bytes().to_vec();
+        let known = cfg
+            .endpoints
+            .iter()
+            .map(|a| (ingress_nginx::hash(&salt, *a), *a))
+            .collect();
+        Ingress {
+            backend_key: ingress_nginx::backend_key(&cfg.backend),
+            ring: (!cfg.endpoints.is_empty()).then(|| ingress_nginx::Ring::new(&cfg.endpoints)),
+            known,
+            salt,
+        }
+    }
+
+    fn decode(&self, value: &[u8]) -> Option<Decoded> {
+        let (upstream, current) = ingress_nginx::decode(value, self.backend_key.as_bytes())?;
+        let legacy = if current { Times::None } else { Times::Legacy };
+        Some(match upstream {
+            ingress_nginx::Upstream::Hash(h) => match self.known.get(&h) {
+                Some(addr) => Decoded::Server {
+                    addr: *addr,
+                    times: legacy,
+                },
+                None => Decoded::Hash(h),
+            },
+            ingress_nginx::Upstream::Balanced(key) => match &self.ring {
+                Some(ring) => Decoded::Server {
+                    addr: ring.find(key)?,
+                    times: Times::Legacy,
+                },
+                None => Decoded::Hash(UNKNOWN_HASH),
+            },
+        })
+    }
 }
 
 fn secs(d: Duration) -> u64 {
@@ -85,7 +144,17 @@ impl CookiePersistence {
             timeout: secs(timeout),
             absolute: absolute.map(secs),
             always_send: cfg.always_send,
+            ingress: cfg.ingress_nginx.as_ref().map(Ingress::new),
         })
+    }
+
+    /// The hashes this profile's workers learn from answering servers: NGINX Plus's, or
+    /// ingress-nginx's salted ones.
+    pub fn learned_hashes(&self, profile: &str) -> LearnedHashes {
+        match &self.ingress {
+            Some(i) => LearnedHashes::salted(profile, &i.salt),
+            None => LearnedHashes::new(profile),
+        }
     }
 
     /// Whether reading or writing cookies needs the current time.
@@ -152,6 +221,7 @@ impl CookiePersistence {
                 addr,
                 times: Times::None,
             }),
+            CookieFormat::IngressNginx => self.ingress.as_ref()?.decode(value),
         }
     }
 
@@ -216,6 +286,7 @@ impl CookiePersistence {
     fn refresh_due(&self, times: Times, now: u64) -> bool {
         let half = self.timeout / 2;
         match (self.format, times) {
+            (_, Times::Legacy) => true,
             (_, Times::Sealed { refreshed, .. }) => {
                 now.saturating_sub(u64::from(refreshed)) >= half
             }
@@ -247,6 +318,10 @@ impl CookiePersistence {
             CookieFormat::Envoy => Some(envoy::encode(addr, now.saturating_add(self.timeout))),
             CookieFormat::Nginx => Some(nginx::encode(addr)),
             CookieFormat::Bigip => Some(bigip::encode(addr)),
+            CookieFormat::IngressNginx => {
+                let i = self.ingress.as_ref()?;
+                Some(ingress_nginx::encode(&i.salt, &i.backend_key, addr))
+            }
         }
     }
 
@@ -363,8 +438,10 @@ impl CookiePersistence {
         ctx: &mut Ctx<'_>,
         answered: SocketAddr,
     ) {
-        if self.format == CookieFormat::Nginx
-            && !ctx.worker.hashes.published(answered)
+        if matches!(
+            self.format,
+            CookieFormat::Nginx | CookieFormat::IngressNginx
+        ) && !ctx.worker.hashes.published(answered)
             && ctx.response_from_upstream()
             && ctx.worker.hashes.learn(ctx.host, answered).is_err()
         {

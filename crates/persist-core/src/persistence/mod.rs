@@ -67,6 +67,14 @@ impl Persistence {
         })
     }
 
+    /// The hashes a worker learns from answering servers (NGINX-style cookie formats).
+    pub fn learned_hashes(&self, profile: &str) -> learned_hashes::LearnedHashes {
+        match self {
+            Persistence::Cookie(c) => c.learned_hashes(profile),
+            _ => learned_hashes::LearnedHashes::new(profile),
+        }
+    }
+
     /// The local table, for the locally stored kinds.
     pub fn table(&self) -> Option<&Table> {
         match self {

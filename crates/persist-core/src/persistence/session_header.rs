@@ -50,6 +50,7 @@ impl SessionHeaderPersistence {
             same_site: None,
             max_age: None,
             always_send: cfg.always_send,
+            ingress_nginx: None,
         };
         let sealed =
             CookiePersistence::new(&as_cookie, keys, config.timeout, config.absolute_timeout)?
