@@ -15,6 +15,9 @@
 //!
 //! The filter writes `persistent` cookies.
 
+use super::{Decoded, Times};
+use crate::config::IngressNginxConfig;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 /// Points per endpoint on the `balanced` ring (weight 1, as ingress-nginx gives every endpoint).
@@ -138,6 +141,71 @@ impl Ring {
         let above = self.points.partition_point(|p| p.0 <= h);
         let (_, i) = self.points.get(above.saturating_sub(1))?;
         self.endpoints.get(*i).copied()
+    }
+}
+
+/// What the `ingress_nginx` cookie format of a profile needs, prepared once.
+#[derive(Debug)]
+pub struct Cookies {
+    /// The backend name: salt of the `persistent` keys.
+    salt: Vec<u8>,
+    backend_key: String,
+    /// `balanced` keys, when the endpoints are configured.
+    ring: Option<Ring>,
+    /// `persistent` keys of the configured endpoints.
+    known: HashMap<[u8; 16], SocketAddr>,
+}
+
+/// A well-formed cookie whose server cannot be known (a `balanced` key without configured
+/// endpoints): no server's hash, so it resolves to nothing (`miss`).
+const UNKNOWN_HASH: [u8; 16] = [0; 16];
+
+impl Cookies {
+    pub fn new(cfg: &IngressNginxConfig) -> Cookies {
+        let salt = cfg.backend.as_bytes().to_vec();
+        let known = cfg
+            .endpoints
+            .iter()
+            .map(|a| (hash(&salt, *a), *a))
+            .collect();
+        Cookies {
+            backend_key: backend_key(&cfg.backend),
+            ring: (!cfg.endpoints.is_empty()).then(|| Ring::new(&cfg.endpoints)),
+            known,
+            salt,
+        }
+    }
+
+    pub fn salt(&self) -> &[u8] {
+        &self.salt
+    }
+
+    /// The cookie value naming `addr` (`persistent` form).
+    pub fn encode(&self, addr: SocketAddr) -> String {
+        encode(&self.salt, &self.backend_key, addr)
+    }
+
+    /// A cookie value: a server (known endpoint or ring), a hash to resolve through the
+    /// learned hashes, or `None` (not ours: invalid).
+    pub fn decode(&self, value: &[u8]) -> Option<Decoded> {
+        let (upstream, current) = decode(value, self.backend_key.as_bytes())?;
+        let legacy = if current { Times::None } else { Times::Legacy };
+        Some(match upstream {
+            Upstream::Hash(h) => match self.known.get(&h) {
+                Some(addr) => Decoded::Server {
+                    addr: *addr,
+                    times: legacy,
+                },
+                None => Decoded::Hash(h),
+            },
+            Upstream::Balanced(key) => match &self.ring {
+                Some(ring) => Decoded::Server {
+                    addr: ring.find(key)?,
+                    times: Times::Legacy,
+                },
+                None => Decoded::Hash(UNKNOWN_HASH),
+            },
+        })
     }
 }
 

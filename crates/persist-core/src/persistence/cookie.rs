@@ -3,14 +3,13 @@
 //! server to name, and for a response, whether and what `Set-Cookie` to send.
 
 use crate::codec::{self, bigip, envoy, ingress_nginx, nginx, sealed, Decoded, Times};
-use crate::config::{Config, CookieConfig, CookieFormat, IngressNginxConfig};
+use crate::config::{Config, CookieConfig, CookieFormat};
 use crate::cookie::{header, set_cookie::SetCookieTemplate};
 use crate::flow::Ctx;
 use crate::host::Host;
 use crate::persistence::learned_hashes::LearnedHashes;
 use crate::stats::Counter;
 use crate::store::{self, StoreError};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -56,62 +55,7 @@ pub struct CookiePersistence {
     absolute: Option<u64>,
     always_send: bool,
     /// `ingress_nginx` format only.
-    ingress: Option<Ingress>,
-}
-
-/// What the `ingress_nginx` format needs, prepared once (README "Cookie formats and
-/// migration").
-#[derive(Debug)]
-struct Ingress {
-    /// The backend name: salt of the `persistent` keys.
-    salt: Vec<u8>,
-    backend_key: String,
-    /// `balanced` keys, when the endpoints are configured.
-    ring: Option<ingress_nginx::Ring>,
-    /// `persistent` keys of the configured endpoints.
-    known: HashMap<[u8; 16], SocketAddr>,
-}
-
-/// A well-formed cookie whose server cannot be known (an ingress-nginx `balanced` key
-/// without configured endpoints): no server's hash, so it resolves to nothing (`miss`).
-const UNKNOWN_HASH: [u8; 16] = [0; 16];
-
-impl Ingress {
-    fn new(cfg: &IngressNginxConfig) -> Ingress {
-        let salt = cfg.backend.as_bytes().to_vec();
-        let known = cfg
-            .endpoints
-            .iter()
-            .map(|a| (ingress_nginx::hash(&salt, *a), *a))
-            .collect();
-        Ingress {
-            backend_key: ingress_nginx::backend_key(&cfg.backend),
-            ring: (!cfg.endpoints.is_empty()).then(|| ingress_nginx::Ring::new(&cfg.endpoints)),
-            known,
-            salt,
-        }
-    }
-
-    fn decode(&self, value: &[u8]) -> Option<Decoded> {
-        let (upstream, current) = ingress_nginx::decode(value, self.backend_key.as_bytes())?;
-        let legacy = if current { Times::None } else { Times::Legacy };
-        Some(match upstream {
-            ingress_nginx::Upstream::Hash(h) => match self.known.get(&h) {
-                Some(addr) => Decoded::Server {
-                    addr: *addr,
-                    times: legacy,
-                },
-                None => Decoded::Hash(h),
-            },
-            ingress_nginx::Upstream::Balanced(key) => match &self.ring {
-                Some(ring) => Decoded::Server {
-                    addr: ring.find(key)?,
-                    times: Times::Legacy,
-                },
-                None => Decoded::Hash(UNKNOWN_HASH),
-            },
-        })
-    }
+    ingress: Option<ingress_nginx::Cookies>,
 }
 
 fn secs(d: Duration) -> u64 {
@@ -144,7 +88,7 @@ impl CookiePersistence {
             timeout: secs(timeout),
             absolute: absolute.map(secs),
             always_send: cfg.always_send,
-            ingress: cfg.ingress_nginx.as_ref().map(Ingress::new),
+            ingress: cfg.ingress_nginx.as_ref().map(ingress_nginx::Cookies::new),
         })
     }
 
@@ -152,7 +96,7 @@ impl CookiePersistence {
     /// ingress-nginx's salted ones.
     pub fn learned_hashes(&self, profile: &str) -> LearnedHashes {
         match &self.ingress {
-            Some(i) => LearnedHashes::salted(profile, &i.salt),
+            Some(i) => LearnedHashes::salted(profile, i.salt()),
             None => LearnedHashes::new(profile),
         }
     }
@@ -318,10 +262,7 @@ impl CookiePersistence {
             CookieFormat::Envoy => Some(envoy::encode(addr, now.saturating_add(self.timeout))),
             CookieFormat::Nginx => Some(nginx::encode(addr)),
             CookieFormat::Bigip => Some(bigip::encode(addr)),
-            CookieFormat::IngressNginx => {
-                let i = self.ingress.as_ref()?;
-                Some(ingress_nginx::encode(&i.salt, &i.backend_key, addr))
-            }
+            CookieFormat::IngressNginx => self.ingress.as_ref().map(|i| i.encode(addr)),
         }
     }
 
