@@ -65,9 +65,15 @@ def aad(cookie_name: str) -> bytes:
     return b"envoy-persist:" + cookie_name.encode()
 
 
-def seal_raw(key: bytes, cookie_name: str, plaintext: bytes, version=SEALED_VERSION, nonce=None) -> bytes:
+def header_aad(header_name: str) -> bytes:
+    """session_header tokens are bound to the header's (lower-case) name."""
+    return b"envoy-persist-header:" + header_name.encode()
+
+
+def seal_raw(key: bytes, cookie_name: str, plaintext: bytes, version=SEALED_VERSION, nonce=None,
+             aad_bytes=None) -> bytes:
     nonce = nonce if nonce is not None else os.urandom(NONCE_LEN)
-    ct = AESGCM(key).encrypt(nonce, plaintext, aad(cookie_name))
+    ct = AESGCM(key).encrypt(nonce, plaintext, aad_bytes if aad_bytes is not None else aad(cookie_name))
     return bytes([version]) + nonce + ct
 
 
@@ -76,7 +82,17 @@ def seal(key: bytes, cookie_name: str, addr: str, issued: int, refreshed=None, *
     return b64url_nopad(seal_raw(key, cookie_name, sealed_plaintext(addr, issued, refreshed), **kw))
 
 
-def open_sealed(keys, cookie_name: str, value: str) -> Sealed:
+def seal_header(key: bytes, header_name: str, addr: str, issued: int, refreshed=None) -> str:
+    """A session_header token for `header_name`."""
+    return seal(key, "", addr, issued, refreshed, aad_bytes=header_aad(header_name))
+
+
+def open_header_token(keys, header_name: str, value: str) -> "Sealed":
+    """Opens a session_header token; raises ValueError when it is not valid."""
+    return open_sealed(keys, "", value, aad_bytes=header_aad(header_name))
+
+
+def open_sealed(keys, cookie_name: str, value: str, aad_bytes=None) -> Sealed:
     """Opens a sealed cookie with any of `keys`; raises ValueError when it is not valid."""
     raw = b64url_decode(value)
     if len(raw) < 1 + NONCE_LEN + TAG_LEN:
@@ -86,7 +102,7 @@ def open_sealed(keys, cookie_name: str, value: str) -> Sealed:
         raise ValueError(f"version {version}")
     for key in keys:
         try:
-            pt = AESGCM(key).decrypt(nonce, ct, aad(cookie_name))
+            pt = AESGCM(key).decrypt(nonce, ct, aad_bytes if aad_bytes is not None else aad(cookie_name))
         except Exception:  # InvalidTag
             continue
         issued, refreshed = struct.unpack(">II", pt[:8])
@@ -211,3 +227,46 @@ def _self_check():
 
 
 _self_check()
+
+
+# --- ingress-nginx (its Lua balancer's affinity cookie) ----------------------------------------
+
+def ingress_endpoint(addr: str) -> str:
+    """ingress-nginx names an endpoint `address:port` (IPv6 without brackets)."""
+    host, port = split_addr(addr)
+    return f"{host}:{port}"
+
+
+def ingress_backend_key(backend: str) -> str:
+    """md5hex(md5hex(backend) .. backend), the cookie's second part."""
+    inner = hashlib.md5(backend.encode()).hexdigest() + backend
+    return hashlib.md5(inner.encode()).hexdigest()
+
+
+def ingress_persistent(backend: str, addr: str, with_backend_key=True) -> str:
+    """`persistent` mode: md5hex(salt .. endpoint), the salt being the backend name."""
+    key = hashlib.md5((backend + ingress_endpoint(addr)).encode()).hexdigest()
+    return f"{key}|{ingress_backend_key(backend)}" if with_backend_key else key
+
+
+def ingress_ring(endpoints):
+    """`balanced` mode's consistent hash (lua-resty-balancer chash, weight 1 each): 160 points
+    per endpoint, each the CRC-32 of the previous point's little-endian bytes (zero first)
+    continued from the endpoint's CRC-32 register; returns find(key) -> endpoint addr."""
+    import bisect
+    import zlib
+    points = []
+    for addr in endpoints:
+        base = zlib.crc32(ingress_endpoint(addr).encode())
+        prev = b"\0\0\0\0"
+        for _ in range(160):
+            h = zlib.crc32(prev, base ^ 0xFFFFFFFF)  # register = base, then the final xor
+            points.append((h, addr))
+            prev = struct.pack("<I", h)
+    points.sort(key=lambda p: p[0])
+    hashes = [h for h, _ in points]
+
+    def find(key: str) -> str:
+        i = bisect.bisect_right(hashes, zlib.crc32(key.encode())) - 1
+        return points[max(i, 0)][1]
+    return find

@@ -21,7 +21,7 @@ def test_the_examples_exist():
 
 
 # One example per persistence type at least (tls and consistent_hash included once they ship).
-TYPES = ("http_cookie", "app_cookie", "http_header", "client_ip", "tls", "custom", "consistent_hash")
+TYPES = ("http_cookie", "session_header", "app_cookie", "http_header", "client_ip", "tls", "custom", "consistent_hash")
 # Filters an example may place before envoy-persist: they compute or provide its key.
 BEFORE_WASM = {"envoy.filters.http.lua", "envoy.filters.http.header_mutation"}
 
@@ -85,10 +85,10 @@ def test_example_shape(name):
     assert cfg["admin"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 9901}
     hc = cluster["health_checks"][0]
     assert hc["http_health_check"]["path"] == "/healthz"
-    for key in plugin.get("cookie", {}).get("keys", []):
+    for key in plugin.get("cookie", plugin.get("session_header", {})).get("keys", []):
         assert len(base64.b64decode(key, validate=True)) == 32
     # A section of the plugin JSON belongs to its type (the filter refuses others).
-    sections = {"http_cookie": "cookie", "app_cookie": "app_cookie", "http_header": "header",
+    sections = {"http_cookie": "cookie", "session_header": "session_header", "app_cookie": "app_cookie", "http_header": "header",
                 "client_ip": "client_ip", "tls": "tls", "custom": "custom", "consistent_hash": "hash"}
     for other_type, section in sections.items():
         if other_type != plugin["type"]:
@@ -103,7 +103,7 @@ def test_example_shape(name):
         assert ss["session_state"]["name"] == "envoy.http.stateful_session.header"
         assert ss["session_state"]["typed_config"]["name"] == plugin.get("upstream_header", "x-persist-upstream")
         assert ss["strict"] is ("strict" in name)
-        assert set(cluster["common_lb_config"]["override_host_status"]["statuses"]) == {"UNKNOWN", "HEALTHY"}
+        assert set(cluster["common_lb_config"]["override_host_status"]["statuses"]) == {"UNKNOWN", "HEALTHY", "DRAINING"}
     else:
         assert names[at:] == ["envoy.filters.http.wasm", "envoy.filters.http.router"], names
         lb = cluster["load_balancing_policy"]["policies"][0]["typed_extension_config"]

@@ -5,9 +5,11 @@
 //! - [`envoy`]: what Envoy's native cookie session state writes (protobuf) and its legacy form.
 //! - [`nginx`]: NGINX Plus `sticky cookie` (MD5 of `ip:port`, resolved through learned hashes).
 //! - [`bigip`]: BIG-IP cookie insert (encoded IPv4 and port).
+//! - [`ingress_nginx`]: ingress-nginx's affinity cookie (salted MD5 or a ring key).
 
 pub mod bigip;
 pub mod envoy;
+pub mod ingress_nginx;
 pub mod nginx;
 pub mod sealed;
 
@@ -30,6 +32,9 @@ pub enum Times {
     None,
     /// Sealed: first issue and last refresh.
     Sealed { issued: u32, refreshed: u32 },
+    /// Accepted in an older or foreign form (an ingress-nginx `balanced` or pre-backend-key
+    /// cookie): re-sent in the format's current form.
+    Legacy,
     /// Envoy: an expiry instant. Values below [`envoy::WALL_CLOCK_FLOOR`] come from
     /// Envoy's monotonic clock and cannot be checked here.
     Expires(u64),

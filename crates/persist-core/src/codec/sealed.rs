@@ -136,6 +136,17 @@ fn decode_plain(p: &[u8]) -> Option<Sealed> {
 impl Sealer {
     /// `keys` must not be empty; the first one seals.
     pub fn new(keys: &[[u8; 32]], cookie_name: &str) -> Option<Self> {
+        Self::with_aad(keys, b"envoy-persist:", cookie_name)
+    }
+
+    /// A sealer for the tokens of the `session_header` type, bound to the header name
+    /// (`aad = "envoy-persist-header:" + name`: never a cookie's, whose names cannot hold
+    /// `:`, so a cookie value is no token and the other way round).
+    pub fn for_header(keys: &[[u8; 32]], header_name: &str) -> Option<Self> {
+        Self::with_aad(keys, b"envoy-persist-header:", header_name)
+    }
+
+    fn with_aad(keys: &[[u8; 32]], label: &[u8], name: &str) -> Option<Self> {
         if keys.is_empty() {
             return None;
         }
@@ -143,8 +154,8 @@ impl Sealer {
             .iter()
             .map(|k| Aes256Gcm::new(k.into()))
             .collect::<Vec<_>>();
-        let mut aad = b"envoy-persist:".to_vec();
-        aad.extend_from_slice(cookie_name.as_bytes());
+        let mut aad = label.to_vec();
+        aad.extend_from_slice(name.as_bytes());
         Some(Sealer {
             ciphers,
             aad,
@@ -308,6 +319,19 @@ mod tests {
         let b = Sealer::new(&[[1u8; 32]], "b").unwrap();
         let v = a.seal(&sample(), [0; 12]).unwrap();
         assert_eq!(b.open(v.as_bytes()), None);
+    }
+
+    #[test]
+    fn header_tokens_are_bound_to_the_header_not_a_cookie() {
+        let cookie = Sealer::new(&[[1u8; 32]], "x-persist-session").unwrap();
+        let header = Sealer::for_header(&[[1u8; 32]], "x-persist-session").unwrap();
+        let other = Sealer::for_header(&[[1u8; 32]], "x-other").unwrap();
+        let t = header.seal(&sample(), [0; 12]).unwrap();
+        assert_eq!(header.open(t.as_bytes()), Some(sample()));
+        assert_eq!(cookie.open(t.as_bytes()), None);
+        assert_eq!(other.open(t.as_bytes()), None);
+        let c = cookie.seal(&sample(), [0; 12]).unwrap();
+        assert_eq!(header.open(c.as_bytes()), None);
     }
 
     #[test]

@@ -5,13 +5,17 @@ mod cookie;
 mod duration;
 mod hash;
 mod mirror;
+mod session_header;
 mod source;
 mod table;
 
-pub use cookie::{CookieConfig, CookieFormat, SameSite, MAX_KEYS};
+pub use cookie::{
+    CookieConfig, CookieFormat, IngressNginxConfig, SameSite, MAX_INGRESS_ENDPOINTS, MAX_KEYS,
+};
 pub use duration::{parse_duration, ConfigDuration};
 pub use hash::HashConfig;
 pub use mirror::MirrorConfig;
+pub use session_header::{SessionHeaderConfig, DEFAULT_SESSION_HEADER};
 pub use source::Source;
 pub use table::{AppCookieConfig, ClientIpConfig, HeaderConfig, TlsKey};
 
@@ -58,6 +62,7 @@ pub enum Handoff {
 #[serde(rename_all = "snake_case")]
 pub enum PersistType {
     HttpCookie,
+    SessionHeader,
     AppCookie,
     HttpHeader,
     ClientIp,
@@ -70,6 +75,7 @@ impl PersistType {
     pub fn as_str(self) -> &'static str {
         match self {
             PersistType::HttpCookie => "http_cookie",
+            PersistType::SessionHeader => "session_header",
             PersistType::AppCookie => "app_cookie",
             PersistType::HttpHeader => "http_header",
             PersistType::ClientIp => "client_ip",
@@ -94,6 +100,7 @@ struct RawConfig {
     max_entries: Option<u64>,
     strict: Option<bool>,
     cookie: Option<cookie::RawCookie>,
+    session_header: Option<session_header::RawSessionHeader>,
     app_cookie: Option<table::RawAppCookie>,
     header: Option<table::RawHeader>,
     client_ip: Option<table::RawClientIp>,
@@ -108,6 +115,8 @@ struct RawConfig {
 pub enum Kind {
     /// Client stored (README "Cookie formats and migration").
     HttpCookie(CookieConfig),
+    /// Client stored, in a header (README "session_header").
+    SessionHeader(SessionHeaderConfig),
     /// Locally stored (README "Locally stored types"): the key of each request maps to a server in the table.
     AppCookie(AppCookieConfig),
     HttpHeader(HeaderConfig),
@@ -123,6 +132,7 @@ impl Kind {
     pub fn type_name(&self) -> &'static str {
         match self {
             Kind::HttpCookie(_) => PersistType::HttpCookie,
+            Kind::SessionHeader(_) => PersistType::SessionHeader,
             Kind::AppCookie(_) => PersistType::AppCookie,
             Kind::HttpHeader(_) => PersistType::HttpHeader,
             Kind::ClientIp(_) => PersistType::ClientIp,
@@ -135,7 +145,10 @@ impl Kind {
 
     /// Whether this type keeps its bindings in the local persistence table.
     pub fn uses_table(&self) -> bool {
-        !matches!(self, Kind::HttpCookie(_) | Kind::ConsistentHash(_))
+        !matches!(
+            self,
+            Kind::HttpCookie(_) | Kind::SessionHeader(_) | Kind::ConsistentHash(_)
+        )
     }
 }
 
@@ -269,6 +282,11 @@ impl RawConfig {
         let sections = [
             ("cookie", self.cookie.is_some(), PersistType::HttpCookie),
             (
+                "session_header",
+                self.session_header.is_some(),
+                PersistType::SessionHeader,
+            ),
+            (
                 "app_cookie",
                 self.app_cookie.is_some(),
                 PersistType::AppCookie,
@@ -290,6 +308,16 @@ impl RawConfig {
         let kind = match kind {
             PersistType::HttpCookie => {
                 Kind::HttpCookie(self.cookie.unwrap_or_default().validate()?)
+            }
+            PersistType::SessionHeader => {
+                let sh = self.session_header.unwrap_or_default().validate()?;
+                if sh.name == upstream_header {
+                    return Err(ConfigError::new(
+                        "session_header.name",
+                        "must differ from upstream_header",
+                    ));
+                }
+                Kind::SessionHeader(sh)
             }
             PersistType::AppCookie => Kind::AppCookie(
                 self.app_cookie

@@ -702,3 +702,190 @@ fn bad_configurations_name_their_field_and_a_host_without_grpc_refuses_the_mirro
     // Refused before any stat is defined.
     assert!(host.metrics.borrow().is_empty());
 }
+
+const SESSION: &str = r#"{"name":"p","type":"session_header","session_header":{"keys":["j8+PHxERERHDw8PDWlpaWlpaWlpaWlpaWlpaWlpaWlo="]}}"#;
+
+impl Sim {
+    /// The token the response carried in `x-persist-session`.
+    fn token(&self) -> Option<Vec<u8>> {
+        let v = self.host.response_values("x-persist-session");
+        assert!(v.len() <= 1, "one token at most: {v:?}");
+        v.first().cloned()
+    }
+}
+
+#[test]
+fn session_header_issues_a_token_then_names_its_server_and_writes_nothing() {
+    let mut s = Sim::new(SESSION);
+    let mut r = s.request(&[]);
+    s.respond(&mut r, from(A));
+    assert_eq!(s.set_cookie(), None, "no cookie for this type");
+    let token = s.token().expect("a token on the first response");
+    assert_eq!(s.host.state(TYPE_STATE).as_deref(), Some("session_header"));
+
+    let mut r = s.request(&[("x-persist-session", &token)]);
+    assert_eq!(s.handed_off(), Some(b64(A)));
+    s.respond(&mut r, from(A));
+    assert_eq!(s.host.writes(), vec![], "steady: nothing written");
+    assert_eq!(s.token(), None);
+    // A cookie of ours is not read by this type.
+    let _ = s.request(&[("cookie", b"persist=whatever")]);
+    assert_eq!(s.handed_off(), None);
+    assert_eq!((s.stat("new"), s.stat("hit"), s.stat("miss")), (1, 1, 2));
+}
+
+#[test]
+fn session_header_rebinds_refreshes_and_rejects_what_it_did_not_seal() {
+    let mut s = Sim::new(SESSION);
+    let mut r = s.request(&[]);
+    s.respond(&mut r, from(A));
+    let token = s.token().unwrap();
+    // Failover: Envoy used B.
+    let mut r = s.request(&[("x-persist-session", &token)]);
+    s.respond(
+        &mut r,
+        Answer {
+            upstream: Some(B),
+            session_header: Some(B),
+            details: "via_upstream",
+        },
+    );
+    let moved = s.token().expect("re-issued for B");
+    assert_eq!(s.stat("rebind"), 1);
+    let _ = s.request(&[("x-persist-session", &moved)]);
+    assert_eq!(s.handed_off(), Some(b64(B)));
+    // Tampered: invalid, load balanced, a new token issued.
+    let mut bad = moved.clone();
+    let last = bad.len() - 1;
+    bad[last] = if bad[last] == b'A' { b'B' } else { b'A' };
+    let mut r = s.request(&[("x-persist-session", &bad)]);
+    assert_eq!(s.handed_off(), None);
+    s.respond(&mut r, from(A));
+    assert!(s.token().is_some());
+    assert_eq!(s.stat("invalid"), 1);
+    // Past half the timeout (20m): refreshed with the same server.
+    s.host.advance_ms(11 * 60 * 1000);
+    let mut r = s.request(&[("x-persist-session", &moved)]);
+    s.respond(&mut r, from(B));
+    let refreshed = s.token().expect("refresh");
+    assert_ne!(refreshed, moved);
+    // An upstream's own copy of the header never reaches the client beside ours.
+    let mut r = s.request(&[]);
+    s.host
+        .with_response_header("x-persist-session", b"from-upstream");
+    s.respond(&mut r, from(A));
+    assert_eq!(s.host.response_values("x-persist-session").len(), 1);
+    assert_ne!(s.token().unwrap(), b"from-upstream".to_vec());
+    // A local reply issues nothing.
+    let mut r = s.request(&[]);
+    s.respond(
+        &mut r,
+        Answer {
+            upstream: None,
+            session_header: None,
+            details: "no_healthy_upstream",
+        },
+    );
+    assert_eq!(s.token(), None);
+}
+
+#[test]
+fn session_header_generates_one_key_per_envoy_shared_by_workers() {
+    let json = r#"{"name":"p","type":"session_header"}"#;
+    let mut s = Sim::new(json);
+    let mut r = s.request(&[]);
+    s.respond(&mut r, from(A));
+    let token = s.token().unwrap();
+    // Another worker of the same Envoy compiles the same profile: same key.
+    let profile = Profile::compile(json.as_bytes(), &s.host).unwrap();
+    let mut w = Worker::new(&profile, &s.host).unwrap();
+    s.host.next_request();
+    s.host.with_request_header("x-persist-session", &token);
+    let mut r = Request::new();
+    r.on_request_headers(&profile, &mut w, &s.host);
+    assert_eq!(s.handed_off(), Some(b64(A)));
+    // Another Envoy (another host) does not open it.
+    let host = RecordingHost::new(NOW_MS);
+    let mut skip = [0u8; 5];
+    assert!(
+        crate::host::Host::random(&host, &mut skip),
+        "another random sequence"
+    );
+    let mut other = Sim::on(host, json);
+    let _ = other.request(&[("x-persist-session", &token)]);
+    assert_eq!(other.handed_off(), None);
+    assert_eq!(other.stat("invalid"), 1);
+}
+
+fn ingress_value(backend: &str, addr: &str) -> String {
+    crate::codec::ingress_nginx::encode(
+        backend.as_bytes(),
+        &crate::codec::ingress_nginx::backend_key(backend),
+        a(addr),
+    )
+}
+
+#[test]
+fn ingress_nginx_cookies_with_endpoints_honour_both_modes_from_the_first_request() {
+    let mut s = Sim::new(&format!(
+        r#"{{"name":"p","type":"http_cookie","cookie":{{"name":"INGRESSCOOKIE","format":"ingress_nginx",
+        "ingress_nginx":{{"backend":"default-web-80","endpoints":["{A}","{B}"]}}}}}}"#
+    ));
+    let bk = crate::codec::ingress_nginx::backend_key("default-web-80");
+    // persistent: the salted hash of B names B, nothing to re-send.
+    let persistent = format!("INGRESSCOOKIE={}", ingress_value("default-web-80", B));
+    let mut r = s.request(&[("cookie", persistent.as_bytes())]);
+    assert_eq!(s.handed_off(), Some(b64(B)));
+    s.respond(&mut r, from(B));
+    assert_eq!(s.set_cookie(), None);
+    // balanced: the ring names a server; the answer upgrades the cookie to persistent form.
+    let ring = crate::codec::ingress_nginx::Ring::new(&[a(A), a(B)]);
+    let key = "1800000000.123.4567";
+    let on = ring.find(key.as_bytes()).unwrap().to_string();
+    let balanced = format!("INGRESSCOOKIE={key}|{bk}");
+    let mut r = s.request(&[("cookie", balanced.as_bytes())]);
+    assert_eq!(s.handed_off(), Some(b64(&on)));
+    s.respond(&mut r, from(&on));
+    assert_eq!(
+        s.set_cookie().unwrap(),
+        format!(
+            "INGRESSCOOKIE={}; Path=/; HttpOnly",
+            ingress_value("default-web-80", &on)
+        )
+    );
+    // Another backend's cookie: invalid, a new one for the server that answered.
+    let other = format!(
+        "INGRESSCOOKIE={}",
+        ingress_value("default-other-80", B).replace(&bk, "0")
+    );
+    let mut r = s.request(&[("cookie", other.as_bytes())]);
+    assert_eq!(s.handed_off(), None);
+    s.respond(&mut r, from(A));
+    assert!(s.set_cookie().is_some());
+    assert_eq!((s.stat("hit"), s.stat("invalid"), s.stat("new")), (2, 1, 1));
+}
+
+#[test]
+fn ingress_nginx_persistent_keys_are_learned_from_answers_without_endpoints() {
+    let mut s = Sim::new(
+        r#"{"name":"p","type":"http_cookie","cookie":{"format":"ingress_nginx","ingress_nginx":{"backend":"ns-svc-8080"}}}"#,
+    );
+    let cookie = format!("persist={}", ingress_value("ns-svc-8080", B));
+    let _ = s.request(&[("cookie", cookie.as_bytes())]);
+    assert_eq!(s.handed_off(), None, "B never answered here: unknown");
+    let mut r = s.request(&[]);
+    s.respond(&mut r, from(B));
+    assert_eq!(
+        s.set_cookie().unwrap(),
+        format!("{cookie}; Path=/; HttpOnly"),
+        "the filter writes ingress-nginx's persistent form"
+    );
+    let mut other = s.worker();
+    let _ = s.request_on(&mut other, &[("cookie", cookie.as_bytes())]);
+    assert_eq!(s.handed_off(), Some(b64(B)), "learned, for every worker");
+    // A balanced key cannot be mapped without the endpoints: a miss.
+    let bk = crate::codec::ingress_nginx::backend_key("ns-svc-8080");
+    let _ = s.request(&[("cookie", format!("persist=1800000000.1.2|{bk}").as_bytes())]);
+    assert_eq!(s.handed_off(), None);
+    assert_eq!((s.stat("invalid"), s.stat("miss")), (0, 3));
+}

@@ -48,7 +48,7 @@ impl Worker {
             counts: LocalCounts::default(),
             suspects: SuspectList::default(),
             nonces: NonceSequence::new(prefix),
-            hashes: LearnedHashes::new(&profile.config.name),
+            hashes: profile.persistence.learned_hashes(&profile.config.name),
             outbox,
             unchecked_answers: 0,
             last_handoff_warning_ms: None,

@@ -2,11 +2,12 @@
 //! stored in the proxy (bar the NGINX hashes). This module decides, for a request, which
 //! server to name, and for a response, whether and what `Set-Cookie` to send.
 
-use crate::codec::{self, bigip, envoy, nginx, sealed, Decoded, Times};
+use crate::codec::{self, bigip, envoy, ingress_nginx, nginx, sealed, Decoded, Times};
 use crate::config::{Config, CookieConfig, CookieFormat};
 use crate::cookie::{header, set_cookie::SetCookieTemplate};
 use crate::flow::Ctx;
 use crate::host::Host;
+use crate::persistence::learned_hashes::LearnedHashes;
 use crate::stats::Counter;
 use crate::store::{self, StoreError};
 use std::net::SocketAddr;
@@ -53,6 +54,8 @@ pub struct CookiePersistence {
     timeout: u64,
     absolute: Option<u64>,
     always_send: bool,
+    /// `ingress_nginx` format only.
+    ingress: Option<ingress_nginx::Cookies>,
 }
 
 fn secs(d: Duration) -> u64 {
@@ -85,7 +88,17 @@ impl CookiePersistence {
             timeout: secs(timeout),
             absolute: absolute.map(secs),
             always_send: cfg.always_send,
+            ingress: cfg.ingress_nginx.as_ref().map(ingress_nginx::Cookies::new),
         })
+    }
+
+    /// The hashes this profile's workers learn from answering servers: NGINX Plus's, or
+    /// ingress-nginx's salted ones.
+    pub fn learned_hashes(&self, profile: &str) -> LearnedHashes {
+        match &self.ingress {
+            Some(i) => LearnedHashes::salted(profile, i.salt()),
+            None => LearnedHashes::new(profile),
+        }
     }
 
     /// Whether reading or writing cookies needs the current time.
@@ -111,7 +124,7 @@ impl CookiePersistence {
         found
     }
 
-    fn decode(&self, value: &[u8], now: u64) -> Option<Decoded> {
+    pub(crate) fn decode(&self, value: &[u8], now: u64) -> Option<Decoded> {
         match self.format {
             CookieFormat::Sealed => {
                 let s = self.sealer.as_ref()?.open(value)?;
@@ -152,12 +165,27 @@ impl CookiePersistence {
                 addr,
                 times: Times::None,
             }),
+            CookieFormat::IngressNginx => self.ingress.as_ref()?.decode(value),
         }
     }
 
     /// Decides the response's `Set-Cookie`, once the server that answered is known.
     /// `persisted` is the request's valid cookie, if any.
     pub fn reply(
+        &self,
+        persisted: Option<Persisted>,
+        answered: SocketAddr,
+        now: u64,
+        nonce: impl FnOnce() -> Option<[u8; 12]>,
+    ) -> Reply {
+        let mut reply = self.token(persisted, answered, now, nonce);
+        reply.set_cookie = reply.set_cookie.map(|v| self.template.render(&v));
+        reply
+    }
+
+    /// As [`CookiePersistence::reply`], with the bare value in `set_cookie` (no cookie
+    /// attributes): what another carrier (`session_header`) sends.
+    pub(crate) fn token(
         &self,
         persisted: Option<Persisted>,
         answered: SocketAddr,
@@ -185,7 +213,6 @@ impl CookiePersistence {
         };
         let set_cookie = if send {
             self.encode(answered, issued, now, nonce)
-                .map(|v| self.template.render(&v))
         } else {
             None
         };
@@ -203,6 +230,7 @@ impl CookiePersistence {
     fn refresh_due(&self, times: Times, now: u64) -> bool {
         let half = self.timeout / 2;
         match (self.format, times) {
+            (_, Times::Legacy) => true,
             (_, Times::Sealed { refreshed, .. }) => {
                 now.saturating_sub(u64::from(refreshed)) >= half
             }
@@ -234,18 +262,25 @@ impl CookiePersistence {
             CookieFormat::Envoy => Some(envoy::encode(addr, now.saturating_add(self.timeout))),
             CookieFormat::Nginx => Some(nginx::encode(addr)),
             CookieFormat::Bigip => Some(bigip::encode(addr)),
+            CookieFormat::IngressNginx => self.ingress.as_ref().map(|i| i.encode(addr)),
         }
     }
 
     pub fn format(&self) -> CookieFormat {
         self.format
     }
+
+    /// The same persistence sealing with `sealer` (another carrier's binding).
+    pub(crate) fn with_sealer(mut self, sealer: sealed::Sealer) -> Self {
+        self.sealer = Some(sealer);
+        self
+    }
 }
 
 /// What the request half found: the request's valid persistence, if any.
 #[derive(Debug, Default)]
 pub struct CookieSession {
-    persisted: Option<Persisted>,
+    pub(crate) persisted: Option<Persisted>,
 }
 
 /// Sealing keys in effect: the configured ones, or one generated per Envoy process and
@@ -255,22 +290,36 @@ fn sealing_keys(
     cookie: &CookieConfig,
     host: &dyn Host,
 ) -> Result<Vec<[u8; 32]>, String> {
-    if cookie.format != CookieFormat::Sealed || !cookie.keys.is_empty() {
+    if cookie.format != CookieFormat::Sealed {
         return Ok(cookie.keys.clone());
+    }
+    keys_or_generated(config, &cookie.keys, "cookie.keys", host)
+}
+
+/// `configured`, or (when empty) the key generated for this profile by the first worker
+/// of this Envoy; errors name `field`.
+pub(crate) fn keys_or_generated(
+    config: &Config,
+    configured: &[[u8; 32]],
+    field: &str,
+    host: &dyn Host,
+) -> Result<Vec<[u8; 32]>, String> {
+    if !configured.is_empty() {
+        return Ok(configured.to_vec());
     }
     let mut candidate = [0u8; 32];
     if !host.random(&mut candidate) {
-        return Err("cookie.keys: no randomness to generate a key; configure one".into());
+        return Err(format!(
+            "{field}: no randomness to generate a key; configure one"
+        ));
     }
     let key_name = format!("persist.{}.sealkey", config.name);
-    let stored =
-        store::get_or_insert(host, &key_name, &candidate, |v| v.len() == 32).map_err(|e| {
-            format!("cookie.keys: could not share a generated key ({e:?}); configure one")
-        })?;
+    let stored = store::get_or_insert(host, &key_name, &candidate, |v| v.len() == 32)
+        .map_err(|e| format!("{field}: could not share a generated key ({e:?}); configure one"))?;
     let key: [u8; 32] = stored
         .as_slice()
         .try_into()
-        .map_err(|_| "cookie.keys: shared key has the wrong size".to_string())?;
+        .map_err(|_| format!("{field}: shared key has the wrong size"))?;
     Ok(vec![key])
 }
 
@@ -330,8 +379,10 @@ impl CookiePersistence {
         ctx: &mut Ctx<'_>,
         answered: SocketAddr,
     ) {
-        if self.format == CookieFormat::Nginx
-            && !ctx.worker.hashes.published(answered)
+        if matches!(
+            self.format,
+            CookieFormat::Nginx | CookieFormat::IngressNginx
+        ) && !ctx.worker.hashes.published(answered)
             && ctx.response_from_upstream()
             && ctx.worker.hashes.learn(ctx.host, answered).is_err()
         {

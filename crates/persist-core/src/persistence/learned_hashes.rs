@@ -2,7 +2,7 @@
 //! servers that answer: each is published once in shared data (`persist.<profile>.nginx.<hex>`)
 //! and cached per worker, so only an unknown hash costs a shared-data read.
 
-use crate::codec::nginx;
+use crate::codec::{ingress_nginx, nginx};
 use crate::store::{SharedStore, StoreError};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -13,6 +13,8 @@ pub const MAX_CACHED: usize = 4096;
 #[derive(Debug, Default)]
 pub struct LearnedHashes {
     prefix: String,
+    /// ingress-nginx's salt (its backend name); `None`: NGINX Plus's plain MD5.
+    salt: Option<Vec<u8>>,
     by_hash: HashMap<[u8; 16], SocketAddr>,
     published: HashSet<SocketAddr>,
 }
@@ -22,6 +24,22 @@ impl LearnedHashes {
         LearnedHashes {
             prefix: format!("persist.{profile}.nginx."),
             ..Default::default()
+        }
+    }
+
+    /// ingress-nginx's `persistent` keys: MD5 of the salt and the endpoint.
+    pub fn salted(profile: &str, salt: &[u8]) -> Self {
+        LearnedHashes {
+            prefix: format!("persist.{profile}.ingress."),
+            salt: Some(salt.to_vec()),
+            ..Default::default()
+        }
+    }
+
+    fn hash_of(&self, addr: SocketAddr) -> [u8; 16] {
+        match &self.salt {
+            Some(salt) => ingress_nginx::hash(salt, addr),
+            None => nginx::hash(addr).0,
         }
     }
 
@@ -49,7 +67,7 @@ impl LearnedHashes {
             return Ok(None);
         };
         // Only trust an entry whose hash really matches its address.
-        if nginx::hash(addr).0 != *hash {
+        if self.hash_of(addr) != *hash {
             return Ok(None);
         }
         self.remember(*hash, addr);
@@ -66,7 +84,7 @@ impl LearnedHashes {
         if self.published.contains(&addr) {
             return Ok(());
         }
-        let hash = nginx::hash(addr).0;
+        let hash = self.hash_of(addr);
         let key = self.key(&hash);
         let known =
             matches!(store.get(&key)?, Some((raw, _)) if crate::addr::parse(&raw) == Some(addr));

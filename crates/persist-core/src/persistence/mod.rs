@@ -3,6 +3,8 @@
 //! the server that answered.
 //!
 //! - [`cookie`]: client stored (`http_cookie`, README "Cookie persistence");
+//! - [`session_header`]: client stored in a header, the sealed cookie's token
+//!   (`session_header`, README "session_header");
 //! - [`table`]: locally stored (`app_cookie`, `http_header`, `client_ip`, `tls`, `custom`,
 //!   README "Locally stored types"): one table flow, a [`crate::client_key::ClientKey`] per kind;
 //! - [`hash`]: `consistent_hash`, nothing stored.
@@ -13,6 +15,7 @@
 pub mod cookie;
 pub mod hash;
 pub mod learned_hashes;
+pub mod session_header;
 pub mod table;
 
 use crate::client_key::{app_cookie, client_ip, custom, header, tls};
@@ -22,6 +25,7 @@ use crate::host::Host;
 use crate::table::Table;
 use cookie::{CookiePersistence, CookieSession};
 use hash::HashPersistence;
+use session_header::SessionHeaderPersistence;
 use std::net::SocketAddr;
 use table::{TablePersistence, TableSession};
 
@@ -29,6 +33,7 @@ use table::{TablePersistence, TableSession};
 #[derive(Debug)]
 pub enum Persistence {
     Cookie(CookiePersistence),
+    SessionHeader(SessionHeaderPersistence),
     Table(TablePersistence),
     Hash(HashPersistence),
 }
@@ -50,6 +55,9 @@ impl Persistence {
             Kind::HttpCookie(c) => {
                 Persistence::Cookie(CookiePersistence::compile(config, c, host)?)
             }
+            Kind::SessionHeader(c) => {
+                Persistence::SessionHeader(SessionHeaderPersistence::compile(config, c, host)?)
+            }
             Kind::AppCookie(c) => table(app_cookie::key(c))?,
             Kind::HttpHeader(c) => table(header::key(c))?,
             Kind::ClientIp(c) => table(client_ip::key_of(c))?,
@@ -57,6 +65,14 @@ impl Persistence {
             Kind::Custom(c) => table(custom::key(c))?,
             Kind::ConsistentHash(c) => Persistence::Hash(HashPersistence::new(c)),
         })
+    }
+
+    /// The hashes a worker learns from answering servers (NGINX-style cookie formats).
+    pub fn learned_hashes(&self, profile: &str) -> learned_hashes::LearnedHashes {
+        match self {
+            Persistence::Cookie(c) => c.learned_hashes(profile),
+            _ => learned_hashes::LearnedHashes::new(profile),
+        }
     }
 
     /// The local table, for the locally stored kinds.
@@ -75,6 +91,7 @@ impl Persistence {
     pub(crate) fn on_request(&self, ctx: &mut Ctx<'_>) -> Session {
         match self {
             Persistence::Cookie(c) => Session::Cookie(c.on_request(ctx)),
+            Persistence::SessionHeader(h) => Session::Cookie(h.on_request(ctx)),
             Persistence::Table(t) => Session::Table(t.on_request(ctx)),
             Persistence::Hash(h) => {
                 h.on_request(ctx);
@@ -102,6 +119,7 @@ impl Persistence {
     ) {
         match (self, session) {
             (Persistence::Cookie(c), Session::Cookie(s)) => c.on_response(s, ctx, answered),
+            (Persistence::SessionHeader(h), Session::Cookie(s)) => h.on_response(s, ctx, answered),
             (Persistence::Table(t), Session::Table(s)) => t.on_response(s, ctx, answered),
             _ => {}
         }
