@@ -8,6 +8,7 @@
 
 pub mod bigip;
 pub mod envoy;
+pub mod gcm;
 pub mod nginx;
 pub mod sealed;
 
