@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import _wasm_filters, deadline_loop, first_cookie
+from conftest import _wasm_filters, deadline_loop, example_plugin_json, first_cookie
+from etcd_util import etcd, mirror_patch  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 CAPS = yaml.safe_load((ROOT / "bench" / "envoy" / "capabilities.yaml").read_text())
@@ -105,3 +106,28 @@ def test_a_left_out_host_call_is_refused_and_logged(envoy_factory):
     assert "restricted proxy-wasm capability: proxy_get_header_map_value" in envoy.log_text()
     envoy.stop(check=False)
 
+
+
+def test_mirror_works_restricted(etcd, envoy_factory, backends):  # noqa: F811 (fixture)
+    """The gRPC capabilities of the mirror (calls, the watch stream, their callbacks): as
+    test_mirror's local-miss test, both Envoys restricted. B's one-entry table sends almost
+    every key to etcd on the request, and each is still answered from A's backend."""
+    from test_mirror import EXAMPLE, assert_answers, etcd_ranges, propagated, wait_connected
+
+    def patch(cfg):
+        mirror_patch(etcd.ports)(cfg)
+        restrict(CAPS)(cfg)
+
+    plugin = example_plugin_json(EXAMPLE)
+    plugin["max_entries"] = 1
+    a = envoy_factory(EXAMPLE, patch=patch)
+    b = envoy_factory(EXAMPLE, plugin, patch=patch)
+    wait_connected([a, b])
+    bound = propagated(a, b, backends, etcd, "caps", 8)
+    before = etcd_ranges(b)
+    assert_answers(b, backends, bound)
+    assert etcd_ranges(b) - before >= len(bound) - 1
+    for e in (a, b):
+        assert RESTRICTED not in e.log_text()
+        c = e.counters()
+        assert c.get("mirror_error", 0) == 0 and c.get("error", 0) == 0, c
