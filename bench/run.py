@@ -12,7 +12,7 @@ affects the case and its baseline alike.
 Environment (all optional):
   BENCH_SECONDS      seconds per measurement (default 5; quick: 2)
   BENCH_ROUNDS       interleaved rounds (default 8; quick: 1); the whole run takes about
-                     90 s + ROUNDS x (10 x SECONDS + 12 s): 9 minutes by default
+                     90 s + ROUNDS x (13 x SECONDS + 15 s): 11 minutes by default
   BENCH_QUICK=1      quick mode for iterations: 2 s x 1 round, 10k keys, writes
                      bench/out/BENCHMARKS-quick.md instead of BENCHMARKS.md
   BENCH_ENTRIES      learned keys preloaded per table case (default 100000; quick: 10000)
@@ -624,6 +624,7 @@ def main():
             module_bytes=os.path.getsize(module) if module else None,
             table=t,
             per_round_rps=[r["rps"] for r in runs],
+            per_round_cpu=[r["cpu_us_per_req"] for r in runs],
         ))
 
     machine = describe_machine(envoy_bin, nginx_bin)
@@ -752,8 +753,10 @@ def render_markdown(rows, meta, machine, table_md, sizes):
                      f"the req/s ratios.")
     rounds = ["| case | " + " | ".join(f"round {i + 1}" for i in range(meta["rounds"])) + " |",
               "|---|" + "--:|" * meta["rounds"]]
+    cpu_rounds = list(rounds)
     for r in rows:
         rounds.append(f"| {r['id']} | " + " | ".join(f"{v:.0f}" for v in r["per_round_rps"]) + " |")
+        cpu_rounds.append(f"| {r['id']} | " + " | ".join(f"{v:.1f}" for v in r["per_round_cpu"]) + " |")
     counters = ["| case | counters over the measured rounds |", "|---|---|"]
     for r in rows:
         if r["counters"]:
@@ -824,6 +827,10 @@ exactly its capacity evicts a share of the keys before it is full.
 
 {chr(10).join(rounds)}
 
+## Per round (Envoy CPU µs/req)
+
+{chr(10).join(cpu_rounds)}
+
 ## Filter counters
 
 {chr(10).join(counters)}
@@ -832,9 +839,10 @@ exactly its capacity evicts a share of the keys before it is full.
 
 - `bench/nginx.conf`: the backends; `/login?id=N` adds `Set-Cookie: JSESSIONID=sN` (what app_cookie learns).
 - `bench/envoy/base.yaml` + `filters-*.yaml`: one Envoy per configuration, identical but for the filters
-  before the router; the persist cases use the `stateful_session` hand-off (header session state
-  `x-persist-upstream`, `override_host_status: [UNKNOWN, HEALTHY]`); the native case uses
-  `envoy.http.stateful_session.cookie`.
+  before the router; the persist cases and the floors use the `stateful_session` hand-off (header session
+  state `x-persist-upstream`, `override_host_status: [UNKNOWN, HEALTHY]`); the native case uses
+  `envoy.http.stateful_session.cookie`. Every wasm filter (no-op and persist) carries the capability
+  restriction of `bench/envoy/capabilities.yaml` in its `vm_config` (README "Performance").
 - Steady cookies are fetched from the Envoy under test before every measurement; new clients send none.
 - http_header keys `x-user: u<k>`, app_cookie `Cookie: JSESSIONID=s<k>`, client_ip
   `X-Forwarded-For: 10.a.b.c` (`xff_num_trusted_hops: 1`, `ipv4_prefix: 32`), k at random among
