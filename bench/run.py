@@ -12,22 +12,30 @@ affects the case and its baseline alike.
 Environment (all optional):
   BENCH_SECONDS      seconds per measurement (default 5; quick: 2)
   BENCH_ROUNDS       interleaved rounds (default 8; quick: 1); the whole run takes about
-                     90 s + ROUNDS x (10 x SECONDS + 12 s): 9 minutes by default
+                     90 s + ROUNDS x (13 x SECONDS + 15 s): 11 minutes by default
   BENCH_QUICK=1      quick mode for iterations: 2 s x 1 round, 10k keys, writes
                      bench/out/BENCHMARKS-quick.md instead of BENCHMARKS.md
   BENCH_ENTRIES      learned keys preloaded per table case (default 100000; quick: 10000)
   BENCH_MAX_ENTRIES  max_entries of the table cases (default 2 x BENCH_ENTRIES)
   BENCH_THREADS, BENCH_CONNECTIONS   wrk -t / -c (default 2 / 32)
-  BENCH_CASES        comma-separated case ids to run (default all; plain always runs)
+  BENCH_CASES        comma-separated case ids to run (default all but the optional ones;
+                     plain always runs, and so do the floors of the cases selected)
+  BENCH_CAPS=0       leave out the capability restriction (bench/envoy/capabilities.yaml)
+                     of the wasm filters; the optional cases *-open measure without it
+                     beside the restricted ones in the same run
   BENCH_PORT_BASE    first port used (default 17000; uses base+81..83, +100.., +200..)
   BENCH_WRITE=0|1    write the Markdown report (default: 1, quick: 0)
   BENCH_OUT          Markdown report path (default BENCHMARKS.md at the repository root)
+  BENCH_B_WASM       a second build of envoy_persist.wasm: every persist case also runs
+                     with it ("<case>-b", same round, right after its A twin), for A/B
+                     figures of a change (bench/OPTIMIZATIONS.md)
   ENVOY_BIN, PERSIST_WASM, NOOP_WASM   binaries (defaults: scripts/envoy-bin.sh and
                      target/wasm32-wasip1/release/{envoy_persist,noop_filter}.wasm)
 
 Nothing here asserts timing: the figures are reported, never checked.
 """
 
+import base64
 import datetime
 import http.client
 import json
@@ -66,13 +74,18 @@ WRITE = os.environ.get("BENCH_WRITE", "0" if QUICK else "1") not in ("", "0")
 OUT_MD = os.environ.get("BENCH_OUT") or (
     os.path.join(BENCH, "out", "BENCHMARKS-quick.md") if QUICK else os.path.join(ROOT, "BENCHMARKS.md"))
 WARMUP_SECONDS = 1.0 if QUICK else 2.0
+CAPS = os.environ.get("BENCH_CAPS", "1") not in ("", "0")
 PERSIST_WASM = os.path.abspath(os.environ.get("PERSIST_WASM") or os.path.join(
     ROOT, "target/wasm32-wasip1/release/envoy_persist.wasm"))
 NOOP_WASM = os.path.abspath(os.environ.get("NOOP_WASM") or os.path.join(
     ROOT, "target/wasm32-wasip1/release/noop_filter.wasm"))
+B_WASM = os.path.abspath(os.environ["BENCH_B_WASM"]) if os.environ.get("BENCH_B_WASM") else None
 # The demo key of envoy/http-cookie.yaml: fixed, so a steady cookie can be obtained once.
 COOKIE_KEY = "ZW52b3ktcGVyc2lzdCBkZW1vIGtleTogQ0hBTkdFISE="
 BACKENDS = [PORT_BASE + 81, PORT_BASE + 82, PORT_BASE + 83]
+# The hand-off header of the pinned cases: the first backend, as the header session state
+# reads it (base64 of ip:port).
+PINNED = base64.b64encode(f"127.0.0.1:{BACKENDS[0]}".encode()).decode()
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # --- what runs -------------------------------------------------------------------------
@@ -82,6 +95,8 @@ ENVOYS = {
     "plain": {"filters": "filters-plain.yaml"},
     "native": {"filters": "filters-native-cookie.yaml"},
     "noop": {"filters": "filters-noop-wasm.yaml", "module": NOOP_WASM},
+    "floor": {"filters": "filters-floor.yaml", "module": NOOP_WASM},
+    "handoff": {"filters": "filters-handoff.yaml"},
     "cookie": {"filters": "filters-persist.yaml", "module": PERSIST_WASM, "profile": "web",
                "plugin": {"name": "web", "type": "http_cookie",
                           "cookie": {"name": "persist", "format": "sealed", "keys": [COOKIE_KEY]}}},
@@ -97,22 +112,62 @@ ENVOYS = {
            "plugin": {"name": "clients", "type": "client_ip", "timeout": "1h",
                       "max_entries": MAX_ENTRIES, "client_ip": {"ipv4_prefix": 32}},
            "preload": "xff"},
+    # Optional (BENCH_CASES names them): the same without the capability restriction.
+    "noop-open": {"filters": "filters-noop-wasm.yaml", "module": NOOP_WASM, "caps": False},
+    "floor-open": {"filters": "filters-floor.yaml", "module": NOOP_WASM, "caps": False},
+    "cookie-open": {"filters": "filters-persist.yaml", "module": PERSIST_WASM, "profile": "web", "caps": False,
+                    "plugin": {"name": "web", "type": "http_cookie",
+                               "cookie": {"name": "persist", "format": "sealed", "keys": [COOKIE_KEY]}}},
 }
 
 K = f"{ENTRIES // 1000}k" if ENTRIES % 1000 == 0 else str(ENTRIES)
-# id, envoy, title, load: ("static", cookie-to-fetch or None) | ("keys", kind), target
+# id, envoy, title, load: ("static", cookie-to-fetch or None) | ("pinned", None): a fixed
+# x-persist-upstream naming the first backend | ("keys", kind), target (req/s ratio to plain)
 CASES = [
     ("plain", "plain", "plain Envoy (round robin, no filter)", ("static", None), "1.000"),
     ("plain-lua", "plain", "plain Envoy, wrk Lua random requests (control)", ("keys", "header"), ""),
-    ("native-steady", "native", "native stateful_session cookie, steady", ("static", "global-session-cookie"), "~0.93"),
+    ("native-steady", "native", "native stateful_session cookie, steady", ("static", "global-session-cookie"), ""),
     ("native-new", "native", "native stateful_session cookie, new clients", ("static", None), ""),
-    ("noop", "noop", "no-op proxy-wasm filter (floor)", ("static", None), "0.91-0.94"),
-    ("sealed-steady", "cookie", "persist http_cookie sealed, steady", ("static", "persist"), ">=0.90"),
-    ("sealed-new", "cookie", "persist http_cookie sealed, new clients", ("static", None), ">=0.85"),
-    ("header", "header", f"persist http_header, {K} learned, random hits", ("keys", "header"), ">=0.88"),
+    ("handoff-pinned", "handoff", "stateful_session header hand-off alone, pinned", ("pinned", None), ""),
+    ("noop", "noop", "no-op proxy-wasm filter", ("static", None), ""),
+    ("floor-new", "floor", "**floor**: no-op wasm + hand-off, new clients", ("static", None), ""),
+    ("floor-pinned", "floor", "**floor**: no-op wasm + hand-off, pinned", ("pinned", None), ""),
+    ("sealed-steady", "cookie", "persist http_cookie sealed, steady", ("static", "persist"), ""),
+    ("sealed-new", "cookie", "persist http_cookie sealed, new clients", ("static", None), ""),
+    ("header", "header", f"persist http_header, {K} learned, random hits", ("keys", "header"), ""),
     ("app-cookie", "app", f"persist app_cookie, {K} learned, random hits", ("keys", "cookie"), ""),
     ("client-ip", "ip", f"persist client_ip, {K} learned, random XFF", ("keys", "xff"), ""),
+    # Optional: without the capability restriction (A/B of bench/envoy/capabilities.yaml).
+    ("noop-open", "noop-open", "no-op proxy-wasm filter, unrestricted", ("static", None), ""),
+    ("floor-pinned-open", "floor-open", "floor pinned, unrestricted", ("pinned", None), ""),
+    ("floor-new-open", "floor-open", "floor new clients, unrestricted", ("static", None), ""),
+    ("sealed-steady-open", "cookie-open", "persist sealed, steady, unrestricted", ("static", "persist"), ""),
+    ("sealed-new-open", "cookie-open", "persist sealed, new clients, unrestricted", ("static", None), ""),
 ]
+OPTIONAL = {"noop-open", "floor-pinned-open", "floor-new-open", "sealed-steady-open", "sealed-new-open"}
+# Each case of ours against its floor (issue 12): steady and table cases against the pinned
+# floor, new clients against the new one; the target is the req/s ratio to that floor.
+FLOORS = {
+    "sealed-steady": ("floor-pinned", ">=0.97"),
+    "sealed-new": ("floor-new", ">=0.95"),
+    "header": ("floor-pinned", ">=0.95"),
+    "app-cookie": ("floor-pinned", ">=0.95"),
+    "client-ip": ("floor-pinned", ">=0.95"),
+    "sealed-steady-open": ("floor-pinned-open", ""),
+    "sealed-new-open": ("floor-new-open", ""),
+}
+
+if B_WASM:
+    for _name in ("cookie", "header", "app", "ip"):
+        ENVOYS[_name + "-b"] = dict(ENVOYS[_name], module=B_WASM)
+    _with_b = []
+    for _c in CASES:
+        _with_b.append(_c)
+        if _c[1] in ("cookie", "header", "app", "ip"):
+            _with_b.append((_c[0] + "-b", _c[1] + "-b", _c[2] + " [B]", _c[3], _c[4]))
+            if _c[0] in FLOORS:
+                FLOORS[_c[0] + "-b"] = FLOORS[_c[0]]
+    CASES = _with_b
 
 # --- the native module (Envoy dynamic module) beside the wasm cases ----------------------
 # Same plugins as the wasm cases, in bench/envoy/filters-persist-native.yaml; every Envoy
@@ -148,15 +203,28 @@ def fill(template_path, **values):
     return text
 
 
-def snippet(name, **values):
-    """A filters-*.yaml snippet without its comment lines."""
-    text = fill(os.path.join(BENCH, "envoy", name), **values)
+def yaml_lines(text):
     return [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def snippet(name, caps=True, **values):
+    """A filters-*.yaml snippet without its comment lines; an `@@CAPABILITIES@@` line becomes
+    bench/envoy/capabilities.yaml (at its indentation), or nothing when `caps` is off."""
+    out = []
+    for line in yaml_lines(fill(os.path.join(BENCH, "envoy", name), **values)):
+        if line.strip() != "@@CAPABILITIES@@":
+            out.append(line)
+        elif caps:
+            indent = line[: len(line) - len(line.lstrip())]
+            with open(os.path.join(BENCH, "envoy", "capabilities.yaml")) as f:
+                out.extend(indent + c for c in yaml_lines(f.read()))
+    return out
 
 
 def envoy_config(name, spec, port, admin_port):
     plugin = json.dumps(spec.get("plugin", {}), separators=(",", ":"))
-    lines = snippet(spec["filters"], NOOP_WASM=NOOP_WASM, PERSIST_WASM=PERSIST_WASM, PLUGIN_JSON=plugin)
+    lines = snippet(spec["filters"], caps=CAPS and spec.get("caps", True), NOOP_WASM=NOOP_WASM,
+                    PERSIST_WASM=spec.get("module", PERSIST_WASM), PLUGIN_JSON=plugin)
     base = fill(os.path.join(BENCH, "envoy", "base.yaml"), ADMIN_PORT=admin_port, PORT=port,
                 BACKEND1=BACKENDS[0], BACKEND2=BACKENDS[1], BACKEND3=BACKENDS[2], HTTP_FILTERS="@@FILTERS@@")
     out = []
@@ -386,12 +454,14 @@ def steady_cookie(envoy, name):
 
 def main():
     selected = os.environ.get("BENCH_CASES", "").strip()
-    cases = CASES
+    cases = [c for c in CASES if c[0] not in OPTIONAL]
     if selected:
         want = {c.strip() for c in selected.split(",")} | {"plain"}
         unknown = want - {c[0] for c in CASES}
         if unknown:
             sys.exit(f"BENCH_CASES: unknown {sorted(unknown)}; known: {[c[0] for c in CASES]}")
+        want |= {c + "-b" for c in want if B_WASM and any(x[0] == c + "-b" for x in CASES)}
+        want |= {FLOORS[c][0] for c in want if c in FLOORS}
         cases = [c for c in CASES if c[0] in want]
     used_envoys = [n for n in ENVOYS if any(c[1] == n for c in cases)]
 
@@ -417,9 +487,13 @@ def main():
         copy = os.path.join(run_dir, os.path.basename(globals()[var]))
         shutil.copyfile(globals()[var], copy)
         globals()[var] = copy
+    if B_WASM:
+        copy = os.path.join(run_dir, "B-" + os.path.basename(B_WASM))
+        shutil.copyfile(B_WASM, copy)
     for spec in ENVOYS.values():
         if "module" in spec:
-            spec["module"] = os.path.join(run_dir, os.path.basename(spec["module"]))
+            b = B_WASM and spec["module"] == B_WASM
+            spec["module"] = os.path.join(run_dir, ("B-" if b else "") + os.path.basename(spec["module"]))
     revision = git_revision()
     procs = Procs(run_dir)
 
@@ -492,6 +566,8 @@ def main():
                 if kind == "static":
                     headers = [f"Cookie: {steady_cookie(e, arg)}"] if arg else []
                     argv, env = wrk_cmd(e["port"], SECONDS, "report.lua", headers), None
+                elif kind == "pinned":
+                    argv, env = wrk_cmd(e["port"], SECONDS, "report.lua", [f"x-persist-upstream: {PINNED}"]), None
                 else:
                     argv, env = wrk_cmd(e["port"], SECONDS, "keys.lua"), wrk_env(arg, "random", ENTRIES)
                 has_counters = "profile" in e
@@ -541,8 +617,16 @@ def main():
         looked = hits + counters.get("miss", 0)
         module = ENVOYS[ename].get("module")
         t = tables.get(ename)
+        floor_id, floor_target = FLOORS.get(cid, (None, ""))
+        floor_runs = results.get(floor_id)
+        vs_floor = above_floor = None
+        if floor_runs:
+            vs_floor = statistics.median(r["rps"] / f["rps"] for r, f in zip(runs, floor_runs))
+            above_floor = statistics.median(r["cpu_us_per_req"] - f["cpu_us_per_req"]
+                                            for r, f in zip(runs, floor_runs))
         rows.append(dict(
-            id=cid, title=title, target=target,
+            id=cid, title=title, target=target, floor=floor_id, floor_target=floor_target,
+            vs_floor=vs_floor, above_floor_us=above_floor,
             rps=statistics.median(r["rps"] for r in runs),
             ratio=statistics.median(ratios),
             cpu_ratio=statistics.median(cpu_ratios) if cpu_ratios else None,
@@ -558,6 +642,7 @@ def main():
             module_bytes=os.path.getsize(module) if module else None,
             table=t,
             per_round_rps=[r["rps"] for r in runs],
+            per_round_cpu=[r["cpu_us_per_req"] for r in runs],
         ))
 
     machine = describe_machine(envoy_bin, nginx_bin)
@@ -565,7 +650,7 @@ def main():
                 max_entries=MAX_ENTRIES, threads=THREADS, connections=CONNS, quick=QUICK,
                 load_start=load_start, load_end=load_end, load_max=max(loads) if loads else None,
                 duration_s=(datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(),
-                command=command_line(), sizes=sizes, tables=tables, revision=revision)
+                command=command_line(), sizes=sizes, tables=tables, revision=revision, caps=CAPS)
     table_md = render_table(rows)
     print()
     print(table_md)
@@ -604,7 +689,7 @@ def git_revision():
 def command_line():
     parts = []
     for k in ("BENCH_QUICK", "BENCH_SECONDS", "BENCH_ROUNDS", "BENCH_ENTRIES", "BENCH_MAX_ENTRIES", "BENCH_THREADS",
-              "BENCH_CONNECTIONS", "BENCH_CASES"):
+              "BENCH_CONNECTIONS", "BENCH_CASES", "BENCH_CAPS"):
         if os.environ.get(k):
             parts.append(f"{k}={os.environ[k]}")
     return " ".join(parts + ["make bench"])
@@ -642,15 +727,17 @@ def fmt(v, spec, none="-"):
 
 
 def render_table(rows):
-    head = ["case", "req/s", "ratio", "target", "p50 ms", "p99 ms", "non-2xx", "Envoy CPU µs/req", "CPU ratio", "hit %",
-            "RSS MiB", "RSS B/entry", "module bytes"]
+    head = ["case", "req/s", "ratio", "vs floor", "floor target", "p50 ms", "p99 ms", "non-2xx", "Envoy CPU µs/req",
+            "µs above floor", "CPU ratio", "hit %", "RSS MiB", "RSS B/entry", "module bytes"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["--:"] * (len(head) - 1)) + "|"]
     for r in rows:
         t = r["table"]
         non2xx = str(r["non2xx"]) + (f" (+{r['socket_errors']} sock)" if r["socket_errors"] else "")
         lines.append("| " + " | ".join([
-            r["title"], f"{r['rps']:.0f}", f"{r['ratio']:.3f}", r["target"] or "-", f"{r['p50_ms']:.2f}",
-            f"{r['p99_ms']:.2f}", non2xx, f"{r['cpu_us']:.1f}", fmt(r["cpu_ratio"], ".3f"), fmt(r["hit_pct"], ".1f"), f"{r['rss_mib']:.0f}",
+            r["title"], f"{r['rps']:.0f}", f"{r['ratio']:.3f}",
+            fmt(r["vs_floor"], ".3f") + (f" ({r['floor']})" if r["floor"] else ""), r["floor_target"] or "-",
+            f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", non2xx, f"{r['cpu_us']:.1f}", fmt(r["above_floor_us"], "+.1f"),
+            fmt(r["cpu_ratio"], ".3f"), fmt(r["hit_pct"], ".1f"), f"{r['rss_mib']:.0f}",
             fmt(t and t["bytes_per_entry"], ".0f"), fmt(r["module_bytes"], "d")]) + " |")
     return "\n".join(lines)
 
@@ -684,8 +771,10 @@ def render_markdown(rows, meta, machine, table_md, sizes):
                      f"the req/s ratios.")
     rounds = ["| case | " + " | ".join(f"round {i + 1}" for i in range(meta["rounds"])) + " |",
               "|---|" + "--:|" * meta["rounds"]]
+    cpu_rounds = list(rounds)
     for r in rows:
         rounds.append(f"| {r['id']} | " + " | ".join(f"{v:.0f}" for v in r["per_round_rps"]) + " |")
+        cpu_rounds.append(f"| {r['id']} | " + " | ".join(f"{v:.1f}" for v in r["per_round_cpu"]) + " |")
     counters = ["| case | counters over the measured rounds |", "|---|---|"]
     for r in rows:
         if r["counters"]:
@@ -712,7 +801,19 @@ Nothing in the tests asserts timing: the figures live here.
 
 {table_md}
 
-- **ratio**: req/s relative to plain Envoy in the same round; **target**: the goal of the issue.
+- **ratio**: req/s relative to plain Envoy in the same round.
+- **The floor**: what any proxy-wasm filter handing a server to Envoy costs: the no-op wasm
+  filter (`crates/noop-filter`: a context per request, no host call) followed by the same
+  `stateful_session` header hand-off the persist cases use, with the same capability
+  restriction (`bench/envoy/capabilities.yaml`{'' if meta['caps'] else ', left out in this run: BENCH_CAPS=0'}).
+  *Pinned*: wrk sends a fixed `x-persist-upstream` (the first backend), so Envoy applies a
+  hand-off on every request, as for a steady client or a table hit; *new clients*: no header,
+  Envoy picks a server and writes the response header, as for a new client. The hand-off
+  alone (no wasm), pinned, shows what `stateful_session` itself costs.
+- **vs floor**: req/s relative to the case's floor in the same round (median of the per-round
+  ratios): steady cookies and table hits against the pinned floor, new clients against the
+  new one; **floor target**: the goal of issue 12. **µs above floor**: the case's Envoy CPU
+  per request minus its floor's, same round (median): what the module itself costs.
 - **non-2xx**: answers other than 2xx counted by Envoy (`downstream_rq_completed - downstream_rq_2xx`) over
   all rounds; socket errors reported by wrk are added as "sock".
 - **Envoy CPU µs/req**: Envoy's user+system CPU time (all its threads) over the measurement divided by the
@@ -744,6 +845,10 @@ exactly its capacity evicts a share of the keys before it is full.
 
 {chr(10).join(rounds)}
 
+## Per round (Envoy CPU µs/req)
+
+{chr(10).join(cpu_rounds)}
+
 ## Filter counters
 
 {chr(10).join(counters)}
@@ -752,9 +857,10 @@ exactly its capacity evicts a share of the keys before it is full.
 
 - `bench/nginx.conf`: the backends; `/login?id=N` adds `Set-Cookie: JSESSIONID=sN` (what app_cookie learns).
 - `bench/envoy/base.yaml` + `filters-*.yaml`: one Envoy per configuration, identical but for the filters
-  before the router; the persist cases use the `stateful_session` hand-off (header session state
-  `x-persist-upstream`, `override_host_status: [UNKNOWN, HEALTHY]`); the native case uses
-  `envoy.http.stateful_session.cookie`.
+  before the router; the persist cases and the floors use the `stateful_session` hand-off (header session
+  state `x-persist-upstream`, `override_host_status: [UNKNOWN, HEALTHY]`); the native case uses
+  `envoy.http.stateful_session.cookie`. Every wasm filter (no-op and persist) carries the capability
+  restriction of `bench/envoy/capabilities.yaml` in its `vm_config` (README "Performance").
 - Steady cookies are fetched from the Envoy under test before every measurement; new clients send none.
 - http_header keys `x-user: u<k>`, app_cookie `Cookie: JSESSIONID=s<k>`, client_ip
   `X-Forwarded-For: 10.a.b.c` (`xff_num_trusted_hops: 1`, `ipv4_prefix: 32`), k at random among

@@ -16,8 +16,65 @@ fn ok<T>(r: Result<T, Status>) -> Result<T, HostError> {
     r.map_err(|_| HostError)
 }
 
+/// A value the host allocated through the SDK's `proxy_on_memory_allocate` and handed
+/// back by pointer and size, or `None` when the call did not return `Ok` with data.
+///
+/// # Safety
+/// `status`, `data` and `size` come from one host call that returns its value this way.
+unsafe fn host_value(status: u32, data: *mut u8, size: usize) -> Option<Vec<u8>> {
+    if status != Status::Ok as u32 {
+        return None;
+    }
+    if data.is_null() {
+        return Some(Vec::new());
+    }
+    // SAFETY: the host wrote a pointer it allocated through the SDK's exported allocator
+    // (a boxed slice of exactly `size` bytes); ownership is taken once, as the SDK does.
+    Some(unsafe { Vec::from_raw_parts(data, size, size) })
+}
+
+/// Header `name` of `map`. Through the ABI rather than the SDK's getter, which panics on a
+/// status other than `Ok`/`NotFound` (e.g. a capability restriction refusing the call):
+/// here any failure is an absent header.
 fn header(map: MapType, name: &str) -> Option<Vec<u8>> {
-    hostcalls::get_map_value_bytes(map, name).ok().flatten()
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: `name` outlives the call; the host writes the two out-parameters.
+    unsafe {
+        let status = abi::proxy_get_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            &mut data,
+            &mut size,
+        );
+        host_value(status, data, size)
+    }
+}
+
+/// Property `path`, its parts joined by NUL as the ABI wants them, on the stack (the SDK's
+/// getter builds two vectors per call, and panics on an unexpected status).
+fn property(path: &[&str]) -> Option<Vec<u8>> {
+    let mut buf = [0u8; 128];
+    let mut len = 0;
+    for (i, part) in path.iter().enumerate() {
+        let sep = usize::from(i > 0);
+        let dst = buf.get_mut(len..len + sep + part.len());
+        let Some(dst) = dst else {
+            return hostcalls::get_property(path.to_vec()).ok().flatten();
+        };
+        let (nul, text) = dst.split_at_mut(sep);
+        nul.fill(0);
+        text.copy_from_slice(part.as_bytes());
+        len += sep + part.len();
+    }
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: `buf` outlives the call; the host writes the two out-parameters.
+    unsafe {
+        let status = abi::proxy_get_property(buf.as_ptr(), len, &mut data, &mut size);
+        host_value(status, data, size).filter(|_| !data.is_null())
+    }
 }
 
 impl Host for WasmHost {
@@ -64,7 +121,7 @@ impl Host for WasmHost {
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        hostcalls::get_property(path.to_vec()).ok().flatten()
+        property(path)
     }
 
     fn now_ms(&self) -> Option<u64> {
@@ -197,6 +254,19 @@ mod abi {
             path_size: usize,
             value_data: *const u8,
             value_size: usize,
+        ) -> u32;
+        pub fn proxy_get_header_map_value(
+            map_type: u32,
+            key_data: *const u8,
+            key_size: usize,
+            return_value_data: *mut *mut u8,
+            return_value_size: *mut usize,
+        ) -> u32;
+        pub fn proxy_get_property(
+            path_data: *const u8,
+            path_size: usize,
+            return_value_data: *mut *mut u8,
+            return_value_size: *mut usize,
         ) -> u32;
         pub fn proxy_get_header_map_pairs(
             map_type: u32,

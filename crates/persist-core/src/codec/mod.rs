@@ -9,6 +9,7 @@
 
 pub mod bigip;
 pub mod envoy;
+pub mod gcm;
 pub mod ingress_nginx;
 pub mod nginx;
 pub mod sealed;

@@ -8,8 +8,7 @@
 //! Nonces come from a [`NonceSequence`]: a random 8-byte prefix per VM and a 32-bit counter
 //! (the deterministic construction of NIST SP 800-38D), so sealing needs no host call.
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use super::gcm::Gcm;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use std::net::SocketAddr;
@@ -56,8 +55,8 @@ impl NonceSequence {
 
 /// Seals and opens cookies with a list of keys; prepared once at configure time.
 pub struct Sealer {
-    ciphers: Vec<Aes256Gcm>,
-    aad: Vec<u8>,
+    /// One per key, each with the associated data (`"envoy-persist:" + cookie name`).
+    ciphers: Vec<Gcm>,
     /// Recently opened cookie values (a client sends the same one on every request).
     opened: std::cell::RefCell<OpenedCache>,
 }
@@ -150,15 +149,11 @@ impl Sealer {
         if keys.is_empty() {
             return None;
         }
-        let ciphers = keys
-            .iter()
-            .map(|k| Aes256Gcm::new(k.into()))
-            .collect::<Vec<_>>();
         let mut aad = label.to_vec();
         aad.extend_from_slice(name.as_bytes());
+        let ciphers = keys.iter().map(|k| Gcm::new(k, &aad)).collect::<Vec<_>>();
         Some(Sealer {
             ciphers,
-            aad,
             opened: std::cell::RefCell::new(OpenedCache::new()),
         })
     }
@@ -171,9 +166,7 @@ impl Sealer {
         buf.extend_from_slice(&nonce);
         encode_plain(s, &mut buf);
         let body = buf.get_mut(1 + NONCE_LEN..)?;
-        let tag = cipher
-            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &self.aad, body)
-            .ok()?;
+        let tag = cipher.seal(&nonce, body)?;
         buf.extend_from_slice(&tag);
         Some(URL_SAFE_NO_PAD.encode(&buf))
     }
@@ -204,6 +197,7 @@ impl Sealer {
         let (nonce, rest) = rest.split_first_chunk::<NONCE_LEN>()?;
         let body_len = rest.len().checked_sub(TAG_LEN)?;
         let (body, tag) = rest.split_at_checked(body_len)?;
+        let tag: &[u8; TAG_LEN] = tag.try_into().ok()?;
         if body.len() > MAX_PLAIN {
             return None;
         }
@@ -211,15 +205,7 @@ impl Sealer {
             let mut plain = [0u8; MAX_PLAIN];
             let plain = plain.get_mut(..body.len())?;
             plain.copy_from_slice(body);
-            if cipher
-                .decrypt_in_place_detached(
-                    Nonce::from_slice(nonce),
-                    &self.aad,
-                    plain,
-                    Tag::from_slice(tag),
-                )
-                .is_ok()
-            {
+            if cipher.open(nonce, plain, tag) {
                 return decode_plain(plain);
             }
         }

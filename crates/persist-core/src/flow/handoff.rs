@@ -29,7 +29,7 @@ pub(crate) fn hand_off(ctx: &mut Ctx<'_>) {
             }
             None => ctx.host.set_request_header(
                 header,
-                addr::handoff_value(config.handoff, server).as_bytes(),
+                ctx.worker.handoff_values.value(config.handoff, server),
             ),
         },
         None => remove_client_copy(ctx.host, header),
@@ -81,7 +81,10 @@ pub(crate) fn answered(ctx: &mut Ctx<'_>) -> Option<SocketAddr> {
                 {
                     ctx.count(Counter::Error);
                 }
-                addr::parse_session_header(&raw).or_else(|| upstream_address(ctx.host))
+                ctx.worker
+                    .handoff_values
+                    .session_server(&raw)
+                    .or_else(|| upstream_address(ctx.host))
             }
             None => match ctx.common.named {
                 Some(named) => Some(checked(ctx, named)),

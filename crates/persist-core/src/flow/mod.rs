@@ -16,6 +16,8 @@
 //! What differs per kind is in [`crate::persistence`]; the flow never names a kind.
 
 pub mod handoff;
+mod handoff_values;
+pub use handoff_values::HandoffValues;
 mod profile;
 pub(crate) use profile::define_stat;
 mod request;

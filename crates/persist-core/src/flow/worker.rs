@@ -2,6 +2,7 @@
 //! host, its copy of the suspect list, its cookie nonces, the NGINX hashes it learned and,
 //! with a mirror, its outbox. The background tick lives here too.
 
+use super::handoff_values::HandoffValues;
 use super::Profile;
 use crate::codec::sealed::NonceSequence;
 use crate::host::Host;
@@ -25,6 +26,8 @@ pub struct Worker {
     /// Named requests answered without the stateful_session response header: every
     /// [`super::handoff::CHECK_EVERY`]th checks who really answered.
     pub(crate) unchecked_answers: u32,
+    /// The hand-off header value of each server named lately.
+    pub(crate) handoff_values: HandoffValues,
     last_handoff_warning_ms: Option<u64>,
 }
 
@@ -51,6 +54,7 @@ impl Worker {
             hashes: profile.persistence.learned_hashes(&profile.config.name),
             outbox,
             unchecked_answers: 0,
+            handoff_values: HandoffValues::default(),
             last_handoff_warning_ms: None,
         })
     }

@@ -118,6 +118,38 @@ impl Table {
         format!("{}{slot}", self.prefix)
     }
 
+    /// Runs `f` with [`Self::slot_key`] built on the stack (the lookup of every request):
+    /// no heap allocation unless the profile name is very long.
+    pub fn with_slot_key<R>(&self, slot: u32, f: impl FnOnce(&str) -> R) -> R {
+        let mut buf = [0u8; 96];
+        let mut digits = [0u8; 10];
+        let mut n = 0;
+        let mut v = slot;
+        loop {
+            if let Some(d) = digits.get_mut(n) {
+                *d = b'0' + (v % 10) as u8;
+            }
+            n += 1;
+            v /= 10;
+            if v == 0 || n == digits.len() {
+                break;
+            }
+        }
+        let p = self.prefix.len();
+        let key = buf.get_mut(..p + n).and_then(|key| {
+            let (head, tail) = key.split_at_mut(p);
+            head.copy_from_slice(self.prefix.as_bytes());
+            for (t, d) in tail.iter_mut().zip(digits.iter().take(n).rev()) {
+                *t = *d;
+            }
+            std::str::from_utf8(key).ok()
+        });
+        match key {
+            Some(k) => f(k),
+            None => f(&self.slot_key(slot)),
+        }
+    }
+
     pub fn sweep_key(&self) -> String {
         format!("{}sweep", self.prefix)
     }
@@ -129,13 +161,12 @@ impl Table {
         key: KeyHash,
         now_s: u32,
     ) -> Result<Option<Entry>, StoreError> {
-        let Some((raw, _)) = store.get(&self.slot_key(key.slot))? else {
+        let found = self.with_slot_key(key.slot, |k| store.get(k))?;
+        let Some((raw, _)) = found else {
             return Ok(None);
         };
-        Ok(Slot::decode(&raw)
-            .find(key.fingerprint)
-            .filter(|e| !e.is_expired(&self.timeouts, now_s))
-            .copied())
+        Ok(Slot::find_encoded(&raw, key.fingerprint)
+            .filter(|e| !e.is_expired(&self.timeouts, now_s)))
     }
 
     /// Binds `key` to `server` (new, rebound, or refreshed when due), under CAS.
@@ -361,6 +392,24 @@ mod tests {
             .map(|s| t.sweep_slot(&store, s, 1070).unwrap())
             .sum();
         assert_eq!(again, 0);
+    }
+
+    #[test]
+    fn slot_key_on_the_stack_is_the_slot_key() {
+        let long = "p".repeat(200);
+        for name in ["t", "users", long.as_str()] {
+            for max in [1, 16, 100_000, u64::from(u32::MAX) * 16] {
+                let t = Table::new(
+                    name,
+                    max,
+                    Timeouts::new(Duration::from_secs(60), None),
+                    HashKey::new(&[0x5a; secret::SECRET_LEN]),
+                );
+                for slot in [0, 1, 9, 10, 99, 12345, t.slots() - 1, u32::MAX] {
+                    assert_eq!(t.with_slot_key(slot, str::to_string), t.slot_key(slot));
+                }
+            }
+        }
     }
 
     #[test]

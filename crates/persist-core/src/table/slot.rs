@@ -78,6 +78,21 @@ impl Slot {
         out
     }
 
+    /// The entry of `fingerprint` in the encoded slot `raw`, as `decode(raw).find(..)`
+    /// finds it, without decoding the slot into a vector (the lookup of every request).
+    pub fn find_encoded(raw: &[u8], fingerprint: u64) -> Option<Entry> {
+        let (&VERSION, mut rest) = raw.split_first()? else {
+            return None;
+        };
+        while let Some((e, r)) = Entry::decode(rest) {
+            if e.fingerprint == fingerprint {
+                return Some(e);
+            }
+            rest = r;
+        }
+        None
+    }
+
     pub fn find(&self, fingerprint: u64) -> Option<&Entry> {
         self.entries.iter().find(|e| e.fingerprint == fingerprint)
     }
@@ -227,6 +242,46 @@ mod tests {
 
     fn a(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn find_encoded_finds_what_decode_finds() {
+        let mut s = Slot::default();
+        for fp in 0..16u64 {
+            let server = if fp % 3 == 0 {
+                a("[2001:db8::1]:443")
+            } else {
+                a("10.0.0.1:80")
+            };
+            s.bind(fp * 7919, server, 1000 + fp as u32, 16, &t(), Expect::Any);
+        }
+        let raw = s.encode();
+        for fp in 0..20u64 * 7919 {
+            assert_eq!(
+                Slot::find_encoded(&raw, fp),
+                Slot::decode(&raw).find(fp).copied()
+            );
+        }
+        // Truncated, corrupted or other-version slots: the same answer as decoding.
+        for cut in 0..raw.len() {
+            for fp in [0, 7919, 15 * 7919] {
+                assert_eq!(
+                    Slot::find_encoded(&raw[..cut], fp),
+                    Slot::decode(&raw[..cut]).find(fp).copied()
+                );
+            }
+        }
+        let mut bad = raw.clone();
+        bad[1 + 23 + 16] = 9; // the second entry's family byte
+        for fp in [0, 7919, 2 * 7919] {
+            assert_eq!(
+                Slot::find_encoded(&bad, fp),
+                Slot::decode(&bad).find(fp).copied()
+            );
+        }
+        let mut v2 = raw;
+        v2[0] = 2;
+        assert_eq!(Slot::find_encoded(&v2, 0), None);
     }
 
     #[test]
