@@ -1,5 +1,5 @@
-//! The keyed hash of client keys (SPEC 2.2): where a key lives in the table and how the
-//! mirror names it in etcd.
+//! The keyed hash of client keys (README "Keyed hashing"): where a key lives in the table
+//! and how the mirror names it in etcd.
 //!
 //! A client key is hashed with SipHash-2-4 (128-bit output) under a secret of the profile,
 //! so that nobody without the secret can compute which slot a key lands in (no aiming
