@@ -95,7 +95,8 @@ def cfg(**over):
 
 
 NATIVE_BAD = BAD + [
-    ("mirror-is-wasm-only", json.dumps({"name": "e2e", "type": "client_ip", "mirror": {"cluster": "etcd"}}),
+    ("mirror-is-wasm-only", json.dumps({"name": "e2e", "type": "client_ip", "mirror": {
+        "cluster": "etcd", "secret": "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="}}),
      "mirror"),
 ]
 
