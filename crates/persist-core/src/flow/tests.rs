@@ -46,6 +46,16 @@ struct Answer<'a> {
     details: &'a str,
 }
 
+/// One of Envoy's own replies (`details`: its `%RESPONSE_CODE_DETAILS%`), after trying
+/// `upstream` or none.
+fn local_reply<'a>(upstream: Option<&'a str>, details: &'a str) -> Answer<'a> {
+    Answer {
+        upstream,
+        session_header: None,
+        details,
+    }
+}
+
 /// Envoy used another host than the named one, and its stateful_session filter said so.
 fn moved_to(upstream: &str) -> Answer<'_> {
     Answer {
@@ -240,24 +250,16 @@ fn nothing_is_issued_from_a_local_reply() {
     );
     // No healthy upstream at all: Envoy's 503 names no upstream.
     let mut r = s.request(&[]);
-    s.respond(
-        &mut r,
-        Answer {
-            upstream: None,
-            session_header: None,
-            details: "no_healthy_upstream",
-        },
-    );
+    s.respond(&mut r, local_reply(None, "no_healthy_upstream"));
     assert_eq!(s.set_cookie(), None);
     // A server was tried and did not answer (connect failure, timeout before headers).
     let mut r = s.request(&[]);
     s.respond(
         &mut r,
-        Answer {
-            upstream: Some(A),
-            session_header: None,
-            details: "upstream_reset_before_response_started{connection_failure}",
-        },
+        local_reply(
+            Some(A),
+            "upstream_reset_before_response_started{connection_failure}",
+        ),
     );
     assert_eq!(s.set_cookie(), None);
     assert_eq!(s.stat("new"), 0);
@@ -267,14 +269,7 @@ fn nothing_is_issued_from_a_local_reply() {
     s.respond(&mut r, from(A));
     let cookie = s.cookie();
     let mut r = s.request(&[("cookie", &cookie)]);
-    s.respond(
-        &mut r,
-        Answer {
-            upstream: None,
-            session_header: None,
-            details: "stateful_session_host_not_found",
-        },
-    );
+    s.respond(&mut r, local_reply(None, "stateful_session_host_not_found"));
     assert_eq!(s.set_cookie(), None);
     // The same request answered by the server: always_send re-sends.
     let mut r = s.request(&[("cookie", &cookie)]);
@@ -778,14 +773,7 @@ fn session_header_rebinds_refreshes_and_rejects_what_it_did_not_seal() {
     assert_ne!(s.token().unwrap(), b"from-upstream".to_vec());
     // A local reply issues nothing.
     let mut r = s.request(&[]);
-    s.respond(
-        &mut r,
-        Answer {
-            upstream: None,
-            session_header: None,
-            details: "no_healthy_upstream",
-        },
-    );
+    s.respond(&mut r, local_reply(None, "no_healthy_upstream"));
     assert_eq!(s.token(), None);
 }
 

@@ -283,6 +283,23 @@ pub struct CookieSession {
     pub(crate) persisted: Option<Persisted>,
 }
 
+impl CookieSession {
+    /// The tail of both client-stored request halves (cookie, `session_header`): counts
+    /// what the request carried and names its persisted server.
+    pub(crate) fn start(ctx: &mut Ctx<'_>, found: Found) -> CookieSession {
+        let mut session = CookieSession::default();
+        match found {
+            Found::Nothing | Found::Hash(_) => ctx.count(Counter::Miss),
+            Found::Invalid => ctx.count(Counter::Invalid),
+            Found::Server(p) => {
+                session.persisted = Some(p);
+                ctx.prefer(p.addr);
+            }
+        }
+        session
+    }
+}
+
 /// Sealing keys in effect: the configured ones, or one generated per Envoy process and
 /// shared by all its workers through shared data (README "Keys").
 fn sealing_keys(
@@ -359,16 +376,7 @@ impl CookiePersistence {
                 }
             };
         }
-        let mut session = CookieSession::default();
-        match found {
-            Found::Nothing | Found::Hash(_) => ctx.count(Counter::Miss),
-            Found::Invalid => ctx.count(Counter::Invalid),
-            Found::Server(p) => {
-                session.persisted = Some(p);
-                ctx.prefer(p.addr);
-            }
-        }
-        session
+        CookieSession::start(ctx, found)
     }
 
     /// The response half: learn the NGINX hash of the server that answered, and send the

@@ -5,7 +5,7 @@
 //! request header `session_header.name` instead of the `Cookie` header, the response header
 //! of that name instead of `Set-Cookie`. The token is sealed bound to the header name.
 
-use super::cookie::{keys_or_generated, CookiePersistence, CookieSession, Persisted};
+use super::cookie::{keys_or_generated, CookiePersistence, CookieSession, Found, Persisted};
 use crate::codec::{sealed, Decoded};
 use crate::config::{Config, CookieConfig, CookieFormat, SessionHeaderConfig};
 use crate::flow::Ctx;
@@ -95,16 +95,12 @@ impl SessionHeaderPersistence {
         } else {
             0
         };
-        let mut session = CookieSession::default();
-        match self.read(value.as_deref(), now_s) {
-            Token::Nothing => ctx.count(Counter::Miss),
-            Token::Invalid => ctx.count(Counter::Invalid),
-            Token::Server(p) => {
-                session.persisted = Some(p);
-                ctx.prefer(p.addr);
-            }
-        }
-        session
+        let found = match self.read(value.as_deref(), now_s) {
+            Token::Nothing => Found::Nothing,
+            Token::Invalid => Found::Invalid,
+            Token::Server(p) => Found::Server(p),
+        };
+        CookieSession::start(ctx, found)
     }
 
     /// Sends the token when it is new, moved, due for refresh or always sent; a copy of the
