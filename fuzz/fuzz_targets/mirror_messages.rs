@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use persist_core::mirror::follow::{lookup_answer, Follower};
 use persist_core::mirror::record::{decode_value, KeySpace};
-use persist_core::table::entry::{Entry, Timeouts};
+use persist_core::table::entry::Timeouts;
 use persist_core::table::slot::Slot;
 use std::time::Duration;
 
@@ -29,12 +29,7 @@ fuzz_target!(|data: &[u8]| {
     let mut slot = Slot::default();
     for r in records {
         assert_eq!(keys.digest(&keys.key(&r.digest)), Some(r.digest));
-        let remote = Entry {
-            fingerprint: u64::from(r.digest[0]),
-            server: r.server,
-            created: r.created,
-            last_use: r.last_use,
-        };
+        let remote = r.entry(u64::from(r.digest[0]));
         let _ = slot.merge(remote, 1_800_000_000, 3, &t);
         assert!(slot.entries.len() <= 3);
     }

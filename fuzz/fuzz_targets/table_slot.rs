@@ -16,9 +16,11 @@ fuzz_target!(|data: &[u8]| {
     let fp = u64::from(data.len() as u32);
     let _ = slot.drop_expired(&t, 1_800_000_000);
     let server = "10.0.0.1:80".parse().unwrap_or_else(|_| unreachable!());
-    let e = slot.bind(fp, server, 1_800_000_000, cap, &t, Expect::Any);
+    // A cluster tag too (README "Weighted clusters"): bound with the server.
+    let cluster = u32::from(data.get(1).copied().unwrap_or(0));
+    let e = slot.bind(fp, server, cluster, 1_800_000_000, cap, &t, Expect::Any);
     if e.new {
         assert!(slot.entries.len() <= cap, "{} > {cap}", slot.entries.len());
     }
-    assert!(slot.find(fp).is_some());
+    assert_eq!(slot.find(fp).map(|e| (e.server, e.cluster)), Some((server, cluster)));
 });

@@ -94,6 +94,7 @@ fn main() {
         slot.bind(
             fp * 31,
             servers[(fp % 3) as usize],
+            0,
             1000,
             16,
             &t,

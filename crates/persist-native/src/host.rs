@@ -240,6 +240,11 @@ impl Host for NativeHost<'_> {
         true
     }
 
+    /// Header changes leave the route Envoy chose in place (README "Weighted clusters").
+    fn rechooses_route_on_header_change(&self) -> bool {
+        false
+    }
+
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError> {
         match self.stats {
             Stats::None => Err(HostError),

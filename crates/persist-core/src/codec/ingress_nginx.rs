@@ -195,6 +195,7 @@ impl Cookies {
                 Some(addr) => Decoded::Server {
                     addr: *addr,
                     times: legacy,
+                    cluster: 0,
                 },
                 None => Decoded::Hash(h),
             },
@@ -202,6 +203,7 @@ impl Cookies {
                 Some(ring) => Decoded::Server {
                     addr: ring.find(key)?,
                     times: Times::Legacy,
+                    cluster: 0,
                 },
                 None => Decoded::Hash(UNKNOWN_HASH),
             },

@@ -19,8 +19,13 @@ use std::net::SocketAddr;
 /// What a cookie says, once decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decoded {
-    /// A server, with the timestamps the format carries.
-    Server { addr: SocketAddr, times: Times },
+    /// A server, with the timestamps the format carries and the tag of the cluster it
+    /// was recorded in (sealed only; 0: none, README "Weighted clusters").
+    Server {
+        addr: SocketAddr,
+        times: Times,
+        cluster: u32,
+    },
     /// An NGINX hash, to be resolved through the hashes learned from responses.
     Hash([u8; 16]),
 }

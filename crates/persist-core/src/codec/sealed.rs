@@ -2,7 +2,9 @@
 //!
 //! Wire form (base64url, no padding):
 //! `0x01 | nonce (12) | AES-256-GCM(key, nonce, plaintext, aad = "envoy-persist:" + cookie name)`
-//! with `plaintext = issued (u32 BE) | refreshed (u32 BE) | family (4|6) | ip (4|16) | port (u16 BE)`.
+//! with `plaintext = issued (u32 BE) | refreshed (u32 BE) | family (4|6) | ip (4|16) | port (u16 BE)
+//! [| cluster tag (u32 BE)]`; the cluster tag is there only when one was recorded (README
+//! "Weighted clusters"), so cookies sealed before stay readable.
 //! The first key seals; every key is tried to open (rotation).
 //!
 //! Nonces come from a [`NonceSequence`]: a random 8-byte prefix per VM and a 32-bit counter
@@ -16,8 +18,8 @@ use std::net::SocketAddr;
 const VERSION: u8 = 1;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
-/// Longest plaintext: times (8) + family (1) + IPv6 (16) + port (2).
-const MAX_PLAIN: usize = 27;
+/// Longest plaintext: times (8) + family (1) + IPv6 (16) + port (2) + cluster tag (4).
+const MAX_PLAIN: usize = 31;
 /// Longest cookie value we try to open (base64 of the longest sealed form, with slack).
 pub const MAX_ENCODED: usize = 96;
 
@@ -27,6 +29,8 @@ pub struct Sealed {
     pub addr: SocketAddr,
     pub issued: u32,
     pub refreshed: u32,
+    /// The tag of the cluster the server was answered from; 0: none recorded.
+    pub cluster: u32,
 }
 
 /// Produces unique 96-bit nonces: `prefix (8 random bytes) | counter (u32 BE)`.
@@ -118,17 +122,25 @@ fn encode_plain(s: &Sealed, out: &mut Vec<u8>) {
     out.extend_from_slice(&s.refreshed.to_be_bytes());
     crate::addr::push_tagged_ip(out, s.addr.ip());
     out.extend_from_slice(&s.addr.port().to_be_bytes());
+    if s.cluster != 0 {
+        out.extend_from_slice(&s.cluster.to_be_bytes());
+    }
 }
 
 fn decode_plain(p: &[u8]) -> Option<Sealed> {
     let (issued, rest) = p.split_first_chunk::<4>()?;
     let (refreshed, rest) = rest.split_first_chunk::<4>()?;
     let (ip, rest) = crate::addr::split_tagged_ip(rest)?;
-    let port: [u8; 2] = rest.try_into().ok()?;
+    let (port, rest) = rest.split_first_chunk::<2>()?;
+    let cluster = match rest {
+        [] => 0,
+        tag => u32::from_be_bytes(tag.try_into().ok()?),
+    };
     Some(Sealed {
-        addr: SocketAddr::new(ip, u16::from_be_bytes(port)),
+        addr: SocketAddr::new(ip, u16::from_be_bytes(*port)),
         issued: u32::from_be_bytes(*issued),
         refreshed: u32::from_be_bytes(*refreshed),
+        cluster,
     })
 }
 
@@ -224,6 +236,7 @@ mod tests {
             addr: "10.1.2.3:8080".parse().unwrap(),
             issued: 1_700_000_000,
             refreshed: 1_700_000_500,
+            cluster: 0,
         }
     }
 
@@ -234,6 +247,7 @@ mod tests {
             addr: "10.0.0.7:8080".parse().unwrap(),
             issued: 100,
             refreshed: 200,
+            cluster: 0,
         };
         let v = s.seal(&sealed, [3u8; NONCE_LEN]).unwrap();
         assert_eq!(s.open(v.as_bytes()), Some(sealed));
@@ -274,6 +288,45 @@ mod tests {
         let v6 = s.seal(&six, n.next_nonce().unwrap()).unwrap();
         assert!(v6.len() <= MAX_ENCODED);
         assert_eq!(s.open(v6.as_bytes()), Some(six));
+        // With a cluster tag (README "Weighted clusters"): four more bytes, same opening.
+        for tagged in [
+            Sealed {
+                cluster: 0xdead_beef,
+                ..sample()
+            },
+            Sealed { cluster: 1, ..six },
+        ] {
+            let v = s.seal(&tagged, n.next_nonce().unwrap()).unwrap();
+            assert!(v.len() <= MAX_ENCODED);
+            assert_eq!(s.open(v.as_bytes()), Some(tagged));
+        }
+    }
+
+    #[test]
+    fn plaintext_with_and_without_a_cluster() {
+        let mut plain = Vec::new();
+        encode_plain(&sample(), &mut plain);
+        assert_eq!(
+            plain.len(),
+            4 + 4 + 1 + 4 + 2,
+            "no tag when none is recorded"
+        );
+        let tagged = Sealed {
+            cluster: 7,
+            ..sample()
+        };
+        let mut with = Vec::new();
+        encode_plain(&tagged, &mut with);
+        assert_eq!(with[..plain.len()], plain[..]);
+        assert_eq!(with[plain.len()..], 7u32.to_be_bytes());
+        assert_eq!(decode_plain(&plain), Some(sample()));
+        assert_eq!(decode_plain(&with), Some(tagged));
+        for cut in [1, 2, 3] {
+            assert_eq!(decode_plain(&with[..with.len() - cut]), None, "{cut}");
+        }
+        let mut longer = with.clone();
+        longer.push(0);
+        assert_eq!(decode_plain(&longer), None);
     }
 
     #[test]

@@ -21,6 +21,19 @@ pub enum CookieFormat {
     IngressNginx,
 }
 
+impl CookieFormat {
+    /// The `cookie.format` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CookieFormat::Sealed => "sealed",
+            CookieFormat::Envoy => "envoy",
+            CookieFormat::Nginx => "nginx",
+            CookieFormat::Bigip => "bigip",
+            CookieFormat::IngressNginx => "ingress_nginx",
+        }
+    }
+}
+
 /// Endpoints at most in `cookie.ingress_nginx.endpoints`.
 pub const MAX_INGRESS_ENDPOINTS: usize = 1024;
 

@@ -1,6 +1,7 @@
 //! The plugin configuration (README "Configuration reference"): parsed strictly, validated completely, and turned into
 //! a [`Config`] the filter can use without further checks. Every error names its field.
 
+mod clusters;
 mod cookie;
 mod duration;
 mod hash;
@@ -9,6 +10,7 @@ mod session_header;
 mod source;
 mod table;
 
+pub use clusters::{cluster_tag, Clusters, DEFAULT_CLUSTER_HEADER, MAX_CLUSTERS};
 pub use cookie::{
     CookieConfig, CookieFormat, IngressNginxConfig, SameSite, MAX_INGRESS_ENDPOINTS, MAX_KEYS,
 };
@@ -108,6 +110,7 @@ struct RawConfig {
     custom: Option<table::RawCustom>,
     hash: Option<hash::RawHash>,
     mirror: Option<mirror::RawMirror>,
+    clusters: Option<clusters::RawClusters>,
 }
 
 /// Type-specific settings of a profile.
@@ -170,6 +173,8 @@ pub struct Config {
     pub strict: bool,
     /// README "More than one Envoy": locally stored types only.
     pub mirror: Option<MirrorConfig>,
+    /// README "Weighted clusters": the clusters a client is handed back to.
+    pub clusters: Option<Clusters>,
 }
 
 impl Config {
@@ -373,6 +378,10 @@ impl RawConfig {
             }
             Some(m) => Some(m.validate()?),
         };
+        let clusters = match self.clusters {
+            None => None,
+            Some(c) => Some(clusters_for(&kind, &upstream_header, c.validate()?)?),
+        };
         Ok(Config {
             name,
             kind,
@@ -384,8 +393,46 @@ impl RawConfig {
             max_entries,
             strict: self.strict.unwrap_or(false),
             mirror,
+            clusters,
         })
     }
+}
+
+/// `clusters` is for the kinds that record a binding, in a form that can carry the cluster,
+/// and its header must be one no other part of the profile reads or writes.
+fn clusters_for(
+    kind: &Kind,
+    upstream_header: &str,
+    clusters: Clusters,
+) -> Result<Clusters, ConfigError> {
+    let taken = match kind {
+        Kind::ConsistentHash(_) => {
+            return Err(ConfigError::new(
+                "clusters",
+                "not for type consistent_hash: it records nothing; give the weighted route a \
+                 hash_policy instead",
+            ))
+        }
+        Kind::HttpCookie(c) if c.format != CookieFormat::Sealed => {
+            return Err(ConfigError::new(
+                "clusters",
+                format!(
+                    "needs cookie.format sealed: the {} format cannot record a cluster",
+                    c.format.as_str()
+                ),
+            ))
+        }
+        Kind::SessionHeader(sh) => Some(sh.name.as_str()),
+        Kind::HttpHeader(h) => Some(h.name.as_str()),
+        _ => None,
+    };
+    if clusters.header == upstream_header || Some(clusters.header.as_str()) == taken {
+        return Err(ConfigError::new(
+            "clusters.header",
+            format!("`{}` is already used by this profile", clusters.header),
+        ));
+    }
+    Ok(clusters)
 }
 
 #[cfg(test)]

@@ -34,8 +34,26 @@ pub(crate) fn hand_off(ctx: &mut Ctx<'_>) {
         },
         None => remove_client_copy(ctx.host, header),
     };
-    if result.is_err() {
+    if result.is_err() || hand_off_cluster(ctx).is_err() {
         ctx.count(Counter::Error);
+    }
+}
+
+/// With `clusters`: names the persisted cluster to the route in `clusters.header` (the
+/// route's `cluster_header`), or removes the header: no client chooses a cluster (README
+/// "Weighted clusters"). The removal is unconditional: Envoy chose the request's route
+/// before any filter ran, from the headers the client sent, and a filter that removed a
+/// client copy before this one (the examples' header_mutation) left that route in place;
+/// changing a request header makes Envoy choose the route again.
+fn hand_off_cluster(ctx: &mut Ctx<'_>) -> Result<(), crate::host::HostError> {
+    let Some(clusters) = &ctx.profile.config.clusters else {
+        return Ok(());
+    };
+    match ctx.common.cluster.and_then(|tag| clusters.name(tag)) {
+        Some(name) => ctx
+            .host
+            .set_request_header(&clusters.header, name.as_bytes()),
+        None => ctx.host.remove_request_header(&clusters.header),
     }
 }
 

@@ -23,6 +23,10 @@ pub(crate) struct Common {
     pub named: Option<SocketAddr>,
     /// Named through the host's upstream override rather than the hand-off header.
     pub overridden: bool,
+    /// The allowed cluster named to the route (README "Weighted clusters").
+    pub cluster: Option<u32>,
+    /// The tag of the cluster that answered (read at most once).
+    pub answered_cluster: Option<u32>,
     /// Wall-clock milliseconds, read at most once per request.
     pub now_ms: Option<u64>,
     /// With `mirror`: the token of the etcd lookup the request waits for.
@@ -102,11 +106,43 @@ impl Ctx<'_> {
     }
 
     /// Names `persisted` to Envoy unless it is suspect; counts `hit` when it is named.
-    pub fn prefer(&mut self, persisted: SocketAddr) {
+    /// `cluster` is the tag of the cluster the persistence recorded (0: none): with
+    /// `clusters`, an allowed one is named to the route too, even when the server is
+    /// suspect (the client stays on its cluster); one no longer allowed names nothing, and
+    /// the client rebinds (README "Weighted clusters").
+    pub fn prefer(&mut self, persisted: SocketAddr, cluster: u32) {
+        if let Some(clusters) = &self.profile.config.clusters {
+            if cluster != 0 {
+                if clusters.name(cluster).is_none() {
+                    return;
+                }
+                self.common.cluster = Some(cluster);
+            }
+        }
         if !suspects::is_suspect(self, persisted) {
             self.common.named = Some(persisted);
             self.count(Counter::Hit);
         }
+    }
+
+    /// With `clusters`, the tag of the allowed cluster that answered (0: another one, or
+    /// none); `None` without `clusters`. The named server answering means the named
+    /// cluster did (the route took it from the header); otherwise Envoy says which
+    /// cluster the request went to.
+    pub fn answered_cluster(&mut self, answered: SocketAddr) -> Option<u32> {
+        let clusters = self.profile.config.clusters.as_ref()?;
+        if let Some(known) = self.common.answered_cluster {
+            return Some(known);
+        }
+        let tag = match (self.common.cluster, self.common.named) {
+            (Some(tag), Some(named)) if named == answered => tag,
+            _ => self
+                .host
+                .property(&["xds", "cluster_name"])
+                .map_or(0, |name| clusters.tag_of(&name)),
+        };
+        self.common.answered_cluster = Some(tag);
+        Some(tag)
     }
 
     /// The server named to Envoy for this request, if any.

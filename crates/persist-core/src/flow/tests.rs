@@ -662,7 +662,7 @@ fn the_watcher_loads_then_merges_watch_events_into_the_table() {
             kv: Some(KeyValue {
                 key: setup.keys.key(&digest),
                 mod_revision: 11,
-                value: encode_value(a(B), now_s, now_s),
+                value: encode_value(a(B), now_s, now_s, 0),
                 lease: 1,
             }),
         }],
@@ -876,4 +876,169 @@ fn ingress_nginx_persistent_keys_are_learned_from_answers_without_endpoints() {
     let _ = s.request(&[("cookie", format!("persist=1800000000.1.2|{bk}").as_bytes())]);
     assert_eq!(s.handed_off(), None);
     assert_eq!((s.stat("invalid"), s.stat("miss")), (0, 3));
+}
+
+const CLUSTERS: &str = r#""clusters":{"allow":["blue","green"]}"#;
+
+/// Envoy routed the request to `cluster` (its `xds.cluster_name`).
+fn routed_to(s: &Sim, cluster: &str) {
+    s.host
+        .with_property(&["xds", "cluster_name"], cluster.as_bytes());
+}
+
+#[test]
+fn a_cookie_records_its_cluster_and_hands_both_back() {
+    let json = format!(r#"{{"name":"p","type":"http_cookie",{KEY},{CLUSTERS}}}"#);
+    let mut s = Sim::new(&json);
+    // A new client: the route's weights choose; the cluster header is removed, present or
+    // not (Envoy then chooses the route again).
+    for sent in [&[("x-persist-cluster", &b"blue"[..])][..], &[]] {
+        let _ = s.request(sent);
+        assert_eq!(
+            s.host.writes(),
+            vec![Call::RemoveRequestHeader("x-persist-cluster".into())]
+        );
+    }
+    let mut r = s.request(&[("x-persist-cluster", b"blue")]);
+    routed_to(&s, "green");
+    s.respond(&mut r, from(A));
+    let cookie = s.cookie();
+    // The cookie names A in green: both handed back, even when the client asks for blue.
+    let mut r = s.request(&[("cookie", &cookie), ("x-persist-cluster", b"blue")]);
+    assert_eq!(s.handed_off(), Some(b64(A)));
+    assert_eq!(
+        s.host.request_value("x-persist-cluster").as_deref(),
+        Some(&b"green"[..])
+    );
+    // A answered: the named cluster did; no property read, nothing written.
+    s.respond(&mut r, from(A));
+    assert_eq!(s.host.writes(), vec![]);
+    assert_eq!(s.host.reads.get(), 1);
+    assert_eq!(s.stat("hit"), 1);
+    // Envoy moved the client to B, still in green: a rebinding within the cluster.
+    let mut r = s.request(&[("cookie", &cookie)]);
+    routed_to(&s, "green");
+    s.respond(&mut r, moved_to(B));
+    assert_eq!(s.stat("rebind"), 1);
+    let moved = s.cookie();
+    let _ = s.request(&[("cookie", &moved)]);
+    assert_eq!(s.handed_off(), Some(b64(B)));
+    assert_eq!(
+        s.host.request_value("x-persist-cluster").as_deref(),
+        Some(&b"green"[..])
+    );
+}
+
+#[test]
+fn a_cluster_taken_off_the_allow_list_rebinds_its_clients_cleanly() {
+    let json = format!(r#"{{"name":"p","type":"http_cookie",{KEY},{CLUSTERS}}}"#);
+    let mut s = Sim::new(&json);
+    let mut r = s.request(&[]);
+    routed_to(&s, "green");
+    s.respond(&mut r, from(A));
+    let cookie = s.cookie();
+    // The same Envoy, green no longer allowed.
+    let only_blue =
+        format!(r#"{{"name":"p","type":"http_cookie",{KEY},"clusters":{{"allow":["blue"]}}}}"#);
+    let mut s = Sim::on(s.host, &only_blue);
+    let mut r = s.request(&[("cookie", &cookie)]);
+    assert_eq!(s.handed_off(), None, "neither server nor cluster is named");
+    assert_eq!(s.host.request_value("x-persist-cluster"), None);
+    routed_to(&s, "blue");
+    s.respond(&mut r, from(B));
+    assert_eq!(s.stat("rebind"), 1);
+    assert_eq!(s.stat("new"), 1);
+    assert_eq!(s.stat("error"), 0);
+    let _ = s.request(&[("cookie", &s.cookie())]);
+    assert_eq!(
+        s.host.request_value("x-persist-cluster").as_deref(),
+        Some(&b"blue"[..])
+    );
+}
+
+#[test]
+fn a_cookie_from_before_clusters_keeps_its_server_and_learns_its_cluster() {
+    let mut s = Sim::new(&format!(r#"{{"name":"p","type":"http_cookie",{KEY}}}"#));
+    let mut r = s.request(&[]);
+    s.respond(&mut r, from(A));
+    let old = s.cookie();
+    let json = format!(r#"{{"name":"p","type":"http_cookie",{KEY},{CLUSTERS}}}"#);
+    let mut s = Sim::on(s.host, &json);
+    let mut r = s.request(&[("cookie", &old)]);
+    assert_eq!(s.handed_off(), Some(b64(A)));
+    assert_eq!(s.host.request_value("x-persist-cluster"), None);
+    routed_to(&s, "blue");
+    s.respond(&mut r, from(A));
+    assert_eq!(s.stat("rebind"), 0, "same server: not a rebinding");
+    let learned = s.cookie();
+    let _ = s.request(&[("cookie", &learned)]);
+    assert_eq!(
+        s.host.request_value("x-persist-cluster").as_deref(),
+        Some(&b"blue"[..])
+    );
+}
+
+#[test]
+fn a_table_entry_records_its_cluster() {
+    let json = TABLE.replacen('{', &format!("{{{CLUSTERS},"), 1);
+    let mut s = Sim::new(&json);
+    let mut r = s.request(&[("x-user", b"carol")]);
+    routed_to(&s, "blue");
+    s.respond(&mut r, from(A));
+    let mut r = s.request(&[("x-user", b"carol"), ("x-persist-cluster", b"green")]);
+    assert_eq!(s.handed_off(), Some(b64(A)));
+    assert_eq!(
+        s.host.request_value("x-persist-cluster").as_deref(),
+        Some(&b"blue"[..])
+    );
+    s.respond(&mut r, from(A));
+    assert_eq!(s.host.writes(), vec![], "a steady hit writes nothing");
+    // Another cluster than the allowed ones answered: nothing recorded of it.
+    let mut r = s.request(&[("x-user", b"dave")]);
+    routed_to(&s, "canary");
+    s.respond(&mut r, from(B));
+    let _ = s.request(&[("x-user", b"dave")]);
+    assert_eq!(s.handed_off(), Some(b64(B)));
+    assert_eq!(s.host.request_value("x-persist-cluster"), None);
+}
+
+#[test]
+fn clusters_are_refused_where_nothing_can_record_them() {
+    for (json, field) in [
+        (
+            format!(r#"{{"type":"http_cookie","cookie":{{"format":"envoy"}},{CLUSTERS}}}"#),
+            "clusters",
+        ),
+        (
+            format!(
+                r#"{{"type":"consistent_hash","hash":{{"source":{{"header":"x-u"}}}},{CLUSTERS}}}"#
+            ),
+            "clusters",
+        ),
+        (
+            r#"{"type":"http_cookie","clusters":{"allow":["a"],"header":"x-persist-upstream"}}"#
+                .to_string(),
+            "clusters.header",
+        ),
+        (
+            r#"{"type":"session_header","clusters":{"allow":["a"],"header":"x-persist-session"}}"#
+                .to_string(),
+            "clusters.header",
+        ),
+    ] {
+        let e = Profile::compile(json.as_bytes(), &RecordingHost::new(NOW_MS)).unwrap_err();
+        assert!(
+            e.starts_with(&format!("invalid configuration: {field}: ")),
+            "{json}: {e}"
+        );
+    }
+    // A host that keeps the route after a header change (the native module) refuses them.
+    let json = format!(r#"{{"type":"http_cookie",{CLUSTERS}}}"#);
+    let mut native = RecordingHost::new(NOW_MS);
+    native.native_override = true;
+    assert_eq!(
+        Profile::compile(json.as_bytes(), &native).unwrap_err(),
+        CLUSTERS_NEED_ROUTE_CHOICE
+    );
+    Profile::compile(json.as_bytes(), &RecordingHost::new(NOW_MS)).unwrap();
 }

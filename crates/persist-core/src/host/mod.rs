@@ -80,6 +80,13 @@ pub trait Host: SharedStore {
         false
     }
 
+    /// Whether a request header this host writes makes Envoy choose the request's route
+    /// again (proxy-wasm does, on every change): what `clusters` needs to name a cluster to
+    /// the route (README "Weighted clusters").
+    fn rechooses_route_on_header_change(&self) -> bool {
+        true
+    }
+
     /// Defines a stat once at configure time.
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError>;
     /// Adds `by` to a counter.

@@ -246,6 +246,11 @@ impl Host for RecordingHost {
         self.native_override
     }
 
+    /// As the native host: header changes keep the route.
+    fn rechooses_route_on_header_change(&self) -> bool {
+        !self.native_override
+    }
+
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError> {
         let mut m = self.metrics.borrow_mut();
         if let Some(i) = m.iter().position(|(_, n, _)| n == name) {

@@ -330,7 +330,7 @@ fn apply(s: &mut Scope<'_>, records: &[Record], now_ms: u64) {
     let now_s = u32::try_from(now_ms / 1000).unwrap_or(u32::MAX);
     for r in records {
         let key = table.key_of_digest(r.digest);
-        match table.merge(s.host, key, r.server, r.created, r.last_use, now_s) {
+        match table.merge(s.host, key, r.entry(key.fingerprint), now_s) {
             Ok(e) => s.worker.counts.table_merge(&e),
             Err(_) => s.worker.count(Counter::Error),
         }

@@ -207,7 +207,7 @@ mod tests {
         KeyValue {
             key: ks().key(&[n; 16]),
             mod_revision: 1,
-            value: encode_value(server.parse().unwrap(), 10, 20),
+            value: encode_value(server.parse().unwrap(), 10, 20, 0),
             lease: 1,
         }
     }

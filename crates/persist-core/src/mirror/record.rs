@@ -1,5 +1,7 @@
 //! How a binding is written in etcd: key `<prefix><profile>/<secret id>/<mac hex>`, value
-//! `<ip>:<port> <created> <last_use>` (ASCII, Unix seconds), readable with `etcdctl get`.
+//! `<ip>:<port> <created> <last_use>[ c<cluster tag, 8 hex digits>]` (ASCII, Unix seconds),
+//! readable with `etcdctl get`; the cluster is there only when one was recorded (README
+//! "Weighted clusters"), so Envoys of the version before read the others.
 //! The key is named by the whole keyed hash of the client key under `mirror.secret`
 //! ([`crate::table::secret`]; never the key itself, nor anything that can be reversed
 //! without the secret), so that Envoys whose tables differ in size still agree on it.
@@ -20,6 +22,21 @@ pub struct Record {
     pub server: SocketAddr,
     pub created: u32,
     pub last_use: u32,
+    /// The tag of the cluster the server answered from; 0: none recorded.
+    pub cluster: u32,
+}
+
+impl Record {
+    /// The binding as the local table keeps it, under `fingerprint`.
+    pub fn entry(&self, fingerprint: u64) -> crate::table::entry::Entry {
+        crate::table::entry::Entry {
+            fingerprint,
+            server: self.server,
+            created: self.created,
+            last_use: self.last_use,
+            cluster: self.cluster,
+        }
+    }
 }
 
 /// The etcd key space of one profile.
@@ -80,21 +97,27 @@ impl KeySpace {
     /// Decodes one etcd key/value of this key space.
     pub fn record(&self, key: &[u8], value: &[u8]) -> Option<Record> {
         let digest = self.digest(key)?;
-        let (server, created, last_use) = decode_value(value)?;
+        let (server, created, last_use, cluster) = decode_value(value)?;
         Some(Record {
             digest,
             server,
             created,
             last_use,
+            cluster,
         })
     }
 }
 
-pub fn encode_value(server: SocketAddr, created: u32, last_use: u32) -> Vec<u8> {
-    format!("{server} {created} {last_use}").into_bytes()
+pub fn encode_value(server: SocketAddr, created: u32, last_use: u32, cluster: u32) -> Vec<u8> {
+    let mut v = format!("{server} {created} {last_use}");
+    if cluster != 0 {
+        let _ = write!(v, " c{cluster:08x}");
+    }
+    v.into_bytes()
 }
 
-pub fn decode_value(value: &[u8]) -> Option<(SocketAddr, u32, u32)> {
+/// Server, created, last use and cluster tag (0: none) of a value.
+pub fn decode_value(value: &[u8]) -> Option<(SocketAddr, u32, u32, u32)> {
     if value.len() > 128 {
         return None;
     }
@@ -103,10 +126,17 @@ pub fn decode_value(value: &[u8]) -> Option<(SocketAddr, u32, u32)> {
     let server = parts.next()?.parse().ok()?;
     let created = parts.next()?.parse().ok()?;
     let last_use = parts.next()?.parse().ok()?;
+    let cluster = match parts.next() {
+        None => 0,
+        Some(tag) => {
+            let hex = tag.strip_prefix('c').filter(|h| h.len() == 8)?;
+            u32::from_str_radix(hex, 16).ok()?
+        }
+    };
     if parts.next().is_some() {
         return None;
     }
-    Some((server, created, last_use))
+    Some((server, created, last_use, cluster))
 }
 
 #[cfg(test)]
@@ -189,18 +219,30 @@ mod tests {
     fn values_round_trip_and_garbage_is_refused() {
         for server in ["127.0.0.1:8081", "[2001:db8::1]:443"] {
             let s: SocketAddr = server.parse().unwrap();
-            let v = encode_value(s, 1_700_000_000, 1_700_000_050);
-            assert_eq!(decode_value(&v), Some((s, 1_700_000_000, 1_700_000_050)));
+            for cluster in [0, 1, 0xdead_beef] {
+                let v = encode_value(s, 1_700_000_000, 1_700_000_050, cluster);
+                assert_eq!(
+                    decode_value(&v),
+                    Some((s, 1_700_000_000, 1_700_000_050, cluster))
+                );
+            }
         }
         assert_eq!(
-            encode_value("10.0.0.1:80".parse().unwrap(), 1, 2),
+            encode_value("10.0.0.1:80".parse().unwrap(), 1, 2, 0),
             b"10.0.0.1:80 1 2"
+        );
+        assert_eq!(
+            encode_value("10.0.0.1:80".parse().unwrap(), 1, 2, 0xab),
+            b"10.0.0.1:80 1 2 c000000ab"
         );
         for bad in [
             &b""[..],
             b"10.0.0.1:80",
             b"10.0.0.1:80 1",
             b"10.0.0.1:80 1 2 3",
+            b"10.0.0.1:80 1 2 c1",
+            b"10.0.0.1:80 1 2 c000000zz",
+            b"10.0.0.1:80 1 2 c00000001 x",
             b"10.0.0.1 1 2",
             b"10.0.0.1:80 -1 2",
             b"\xff\xfe 1 2",

@@ -128,7 +128,12 @@ impl Writer {
             txn.success.push(RequestOp {
                 request_put: Some(PutRequest {
                     key: self.keys.key(&p.record.digest),
-                    value: encode_value(p.record.server, p.record.created, p.record.last_use),
+                    value: encode_value(
+                        p.record.server,
+                        p.record.created,
+                        p.record.last_use,
+                        p.record.cluster,
+                    ),
                     lease,
                 }),
             });
@@ -208,6 +213,7 @@ mod tests {
             server: server.parse().unwrap(),
             created: at,
             last_use: at,
+            cluster: 0,
         }
     }
 

@@ -35,6 +35,34 @@ pub enum Found {
 pub struct Persisted {
     pub addr: SocketAddr,
     pub times: Times,
+    /// The tag of the cluster it was recorded in; 0: none (README "Weighted clusters").
+    pub cluster: u32,
+}
+
+/// Who answered a request: the server, and with `clusters` the tag of the allowed cluster
+/// it answered from (0: another one). A bare address is a profile without `clusters`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answered {
+    pub server: SocketAddr,
+    pub cluster: Option<u32>,
+}
+
+impl From<SocketAddr> for Answered {
+    fn from(server: SocketAddr) -> Answered {
+        Answered {
+            server,
+            cluster: None,
+        }
+    }
+}
+
+impl Answered {
+    /// Whether a client persisted to `p` has moved: another server answered, or another
+    /// cluster than the one recorded (a cookie without a cluster, from before `clusters`,
+    /// only learns its cluster).
+    fn moved_from(&self, p: &Persisted) -> bool {
+        p.addr != self.server || (p.cluster != 0 && self.cluster.is_some_and(|c| c != p.cluster))
+    }
 }
 
 /// What to do on the response.
@@ -114,8 +142,16 @@ impl CookiePersistence {
         let mut found = Found::Nothing;
         for value in header::values(h, &self.name) {
             match self.decode(value, now) {
-                Some(Decoded::Server { addr, times }) => {
-                    return Found::Server(Persisted { addr, times })
+                Some(Decoded::Server {
+                    addr,
+                    times,
+                    cluster,
+                }) => {
+                    return Found::Server(Persisted {
+                        addr,
+                        times,
+                        cluster,
+                    })
                 }
                 Some(Decoded::Hash(h)) => return Found::Hash(h),
                 None => found = Found::Invalid,
@@ -144,6 +180,7 @@ impl CookiePersistence {
                         issued: s.issued,
                         refreshed: s.refreshed,
                     },
+                    cluster: s.cluster,
                 })
             }
             CookieFormat::Envoy => {
@@ -158,12 +195,17 @@ impl CookiePersistence {
                     Some(e) => Times::Expires(e),
                     None => Times::None,
                 };
-                Some(Decoded::Server { addr, times })
+                Some(Decoded::Server {
+                    addr,
+                    times,
+                    cluster: 0,
+                })
             }
             CookieFormat::Nginx => nginx::decode(value).map(Decoded::Hash),
             CookieFormat::Bigip => bigip::decode(value).map(|addr| Decoded::Server {
                 addr,
                 times: Times::None,
+                cluster: 0,
             }),
             CookieFormat::IngressNginx => self.ingress.as_ref()?.decode(value),
         }
@@ -174,7 +216,7 @@ impl CookiePersistence {
     pub fn reply(
         &self,
         persisted: Option<Persisted>,
-        answered: SocketAddr,
+        answered: impl Into<Answered>,
         now: u64,
         nonce: impl FnOnce() -> Option<[u8; 12]>,
     ) -> Reply {
@@ -188,17 +230,18 @@ impl CookiePersistence {
     pub(crate) fn token(
         &self,
         persisted: Option<Persisted>,
-        answered: SocketAddr,
+        answered: impl Into<Answered>,
         now: u64,
         nonce: impl FnOnce() -> Option<[u8; 12]>,
     ) -> Reply {
+        let answered = answered.into();
         let mut counters = Vec::new();
         let (issued, send) = match persisted {
             None => {
                 counters.push(Counter::New);
                 (now, true)
             }
-            Some(p) if p.addr != answered => {
+            Some(p) if answered.moved_from(&p) => {
                 counters.push(Counter::Rebind);
                 counters.push(Counter::New);
                 (now, true)
@@ -208,7 +251,10 @@ impl CookiePersistence {
                     Times::Sealed { issued, .. } => u64::from(issued),
                     _ => now,
                 };
-                (issued, self.always_send || self.refresh_due(p.times, now))
+                // A cookie from before `clusters` learns its cluster at once.
+                let learns_cluster = answered.cluster.is_some_and(|c| c != p.cluster);
+                let due = self.always_send || learns_cluster || self.refresh_due(p.times, now);
+                (issued, due)
             }
         };
         let set_cookie = if send {
@@ -245,17 +291,19 @@ impl CookiePersistence {
 
     fn encode(
         &self,
-        addr: SocketAddr,
+        answered: Answered,
         issued: u64,
         now: u64,
         nonce: impl FnOnce() -> Option<[u8; 12]>,
     ) -> Option<String> {
+        let addr = answered.server;
         match self.format {
             CookieFormat::Sealed => self.sealer.as_ref()?.seal(
                 &sealed::Sealed {
                     addr,
                     issued: u32_secs(issued),
                     refreshed: u32_secs(now),
+                    cluster: answered.cluster.unwrap_or(0),
                 },
                 nonce()?,
             ),
@@ -293,7 +341,7 @@ impl CookieSession {
             Found::Invalid => ctx.count(Counter::Invalid),
             Found::Server(p) => {
                 session.persisted = Some(p);
-                ctx.prefer(p.addr);
+                ctx.prefer(p.addr, p.cluster);
             }
         }
         session
@@ -368,6 +416,7 @@ impl CookiePersistence {
                 Ok(Some(addr)) => Found::Server(Persisted {
                     addr,
                     times: Default::default(),
+                    cluster: 0,
                 }),
                 Ok(None) => Found::Nothing,
                 Err(StoreError::CasMismatch | StoreError::Host) => {
@@ -400,6 +449,10 @@ impl CookiePersistence {
             ctx.now_ms()
         } else {
             0
+        };
+        let answered = Answered {
+            server: answered,
+            cluster: ctx.answered_cluster(answered),
         };
         let host = ctx.host;
         let worker = &mut *ctx.worker;
@@ -543,6 +596,7 @@ mod tests {
                 issued: NOW as u32,
                 refreshed: NOW as u32,
             },
+            cluster: 0,
         };
         let r = p.reply(Some(persisted), a("10.0.0.1:80"), NOW, || Some([1; 12]));
         assert!(r.set_cookie.is_some());
@@ -603,6 +657,7 @@ mod tests {
         let persisted = Persisted {
             addr: a("127.0.0.1:8081"),
             times: Times::None,
+            cluster: 0,
         };
         assert_eq!(
             n.reply(Some(persisted), persisted.addr, 0, || None)

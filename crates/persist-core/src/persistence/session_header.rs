@@ -5,7 +5,9 @@
 //! request header `session_header.name` instead of the `Cookie` header, the response header
 //! of that name instead of `Set-Cookie`. The token is sealed bound to the header name.
 
-use super::cookie::{keys_or_generated, CookiePersistence, CookieSession, Found, Persisted};
+use super::cookie::{
+    keys_or_generated, Answered, CookiePersistence, CookieSession, Found, Persisted,
+};
 use crate::codec::{sealed, Decoded};
 use crate::config::{Config, CookieConfig, CookieFormat, SessionHeaderConfig};
 use crate::flow::Ctx;
@@ -78,7 +80,15 @@ impl SessionHeaderPersistence {
             return Token::Nothing;
         };
         match self.sealed.decode(v.trim_ascii(), now) {
-            Some(Decoded::Server { addr, times }) => Token::Server(Persisted { addr, times }),
+            Some(Decoded::Server {
+                addr,
+                times,
+                cluster,
+            }) => Token::Server(Persisted {
+                addr,
+                times,
+                cluster,
+            }),
             _ => Token::Invalid,
         }
     }
@@ -112,6 +122,10 @@ impl SessionHeaderPersistence {
         answered: SocketAddr,
     ) {
         let now_s = ctx.now_ms() / 1000;
+        let answered = Answered {
+            server: answered,
+            cluster: ctx.answered_cluster(answered),
+        };
         let host = ctx.host;
         let worker = &mut *ctx.worker;
         let reply = self.sealed.token(session.persisted, answered, now_s, || {
@@ -218,6 +232,7 @@ mod tests {
                     addr: a("10.0.0.1:80"),
                     issued: NOW as u32,
                     refreshed: NOW as u32,
+                    cluster: 0,
                 },
                 [9; 12],
             )

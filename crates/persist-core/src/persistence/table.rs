@@ -63,7 +63,7 @@ impl TablePersistence {
         };
         if let Some(server) = self.key.fixed_server(&key) {
             session.fixed = true;
-            ctx.prefer(server);
+            ctx.prefer(server, 0);
             return session;
         }
         let hash = self.table.hash(&key);
@@ -72,7 +72,7 @@ impl TablePersistence {
         match self.table.lookup(ctx.host, hash, now_s) {
             Ok(Some(entry)) => {
                 session.entry = Some(entry);
-                ctx.prefer(entry.server);
+                ctx.prefer(entry.server, entry.cluster);
             }
             Ok(None) => {
                 if !start_lookup(ctx, hash) {
@@ -104,31 +104,19 @@ impl TablePersistence {
         };
         let now_s = ctx.now_s();
         let entry = found
-            .map(|r| Entry {
-                fingerprint: key.fingerprint,
-                server: r.server,
-                created: r.created,
-                last_use: r.last_use,
-            })
+            .map(|r| r.entry(key.fingerprint))
             .filter(|e| !e.is_expired(&self.table.timeouts, now_s));
         let Some(entry) = entry else {
             ctx.count(Counter::Miss);
             return;
         };
-        let merged = self.table.merge(
-            ctx.host,
-            key,
-            entry.server,
-            entry.created,
-            entry.last_use,
-            now_s,
-        );
+        let merged = self.table.merge(ctx.host, key, entry, now_s);
         match merged {
             Ok(e) => ctx.worker.counts.table_merge(&e),
             Err(_) => ctx.count(Counter::Error),
         }
         session.entry = Some(entry);
-        ctx.prefer(entry.server);
+        ctx.prefer(entry.server, entry.cluster);
     }
 
     pub(crate) fn on_response(
@@ -159,7 +147,12 @@ impl TablePersistence {
             None => true,
             Some(e) => {
                 let now_s = ctx.now_s();
+                // With `clusters`, a binding records the cluster too (README "Weighted
+                // clusters").
                 e.server != answered
+                    || ctx
+                        .answered_cluster(answered)
+                        .is_some_and(|c| c != e.cluster)
                     || u64::from(now_s.saturating_sub(e.last_use))
                         >= self.table.timeouts.refresh_after_s()
             }
@@ -177,7 +170,11 @@ impl TablePersistence {
     /// accounts for what the write did and queues the change for the mirror.
     fn bind(&self, ctx: &mut Ctx<'_>, key: KeyHash, server: SocketAddr, expect: Expect) {
         let now_s = ctx.now_s();
-        match self.table.bind(ctx.host, key, server, now_s, expect) {
+        let cluster = ctx.answered_cluster(server).unwrap_or(0);
+        match self
+            .table
+            .bind(ctx.host, key, server, cluster, now_s, expect)
+        {
             Ok(e) => {
                 ctx.worker.counts.table_write(&e);
                 if e.new {
@@ -225,6 +222,7 @@ fn queue_for_mirror(ctx: &mut Ctx<'_>, digest: [u8; 16], e: &Effect) {
         server: bound.server,
         created: bound.created,
         last_use: bound.last_use,
+        cluster: bound.cluster,
     };
     if !outbox.queue(record) {
         ctx.worker.counts.mirror_errors += 1;

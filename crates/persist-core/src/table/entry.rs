@@ -4,9 +4,14 @@
 //! fingerprint u64 LE | created u32 LE | last_use u32 LE | family u8 (4|6) | ip (4|16) | port u16 LE
 //! ```
 //! Times are whole seconds since the Unix epoch (u32: good until 2106). An IPv4 entry is 23
-//! bytes, an IPv6 entry 35.
+//! bytes, an IPv6 entry 35. An entry that records its cluster (README "Weighted clusters")
+//! sets [`CLUSTER_FLAG`] in the family byte and ends with the cluster tag (u32 LE): 4 more
+//! bytes, and entries written before read as they did.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// Set in the family byte of an entry followed by a cluster tag.
+pub const CLUSTER_FLAG: u8 = 0x80;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
@@ -17,6 +22,8 @@ pub struct Entry {
     pub created: u32,
     /// When the binding was last used (refreshed at most once per `timeout/4`).
     pub last_use: u32,
+    /// The tag of the cluster the server answered from; 0: none recorded.
+    pub cluster: u32,
 }
 
 /// Reads fixed-size little-endian fields off the front of a byte slice, never panicking.
@@ -35,8 +42,21 @@ impl Entry {
         out.extend_from_slice(&self.fingerprint.to_le_bytes());
         out.extend_from_slice(&self.created.to_le_bytes());
         out.extend_from_slice(&self.last_use.to_le_bytes());
-        crate::addr::push_tagged_ip(out, self.server.ip());
+        let flag = if self.cluster != 0 { CLUSTER_FLAG } else { 0 };
+        match self.server.ip() {
+            IpAddr::V4(v4) => {
+                out.push(4 | flag);
+                out.extend_from_slice(&v4.octets());
+            }
+            IpAddr::V6(v6) => {
+                out.push(6 | flag);
+                out.extend_from_slice(&v6.octets());
+            }
+        }
         out.extend_from_slice(&self.server.port().to_le_bytes());
+        if self.cluster != 0 {
+            out.extend_from_slice(&self.cluster.to_le_bytes());
+        }
     }
 
     /// Decodes one entry from the front of `raw`; returns it and the rest.
@@ -45,14 +65,24 @@ impl Entry {
         let fingerprint = u64::from_le_bytes(r.take()?);
         let created = u32::from_le_bytes(r.take()?);
         let last_use = u32::from_le_bytes(r.take()?);
-        let (ip, rest) = crate::addr::split_tagged_ip(r.0)?;
-        r.0 = rest;
+        let [family] = r.take::<1>()?;
+        let ip = match family & !CLUSTER_FLAG {
+            4 => IpAddr::V4(Ipv4Addr::from(r.take::<4>()?)),
+            6 => IpAddr::V6(Ipv6Addr::from(r.take::<16>()?)),
+            _ => return None,
+        };
         let port = u16::from_le_bytes(r.take()?);
+        let cluster = if family & CLUSTER_FLAG != 0 {
+            u32::from_le_bytes(r.take()?)
+        } else {
+            0
+        };
         let entry = Entry {
             fingerprint,
             server: SocketAddr::new(ip, port),
             created,
             last_use,
+            cluster,
         };
         Some((entry, r.0))
     }
@@ -115,13 +145,49 @@ mod tests {
                 server: server.parse().unwrap(),
                 created: 1_700_000_000,
                 last_use: 1_700_000_100,
+                cluster: 0,
             };
-            let mut buf = Vec::new();
-            e.encode_into(&mut buf);
-            buf.push(0xaa);
-            let (back, rest) = Entry::decode(&buf).unwrap();
-            assert_eq!(back, e);
-            assert_eq!(rest, &[0xaa]);
+            for e in [
+                e,
+                Entry {
+                    cluster: 0x0102_0304,
+                    ..e
+                },
+            ] {
+                let mut buf = Vec::new();
+                e.encode_into(&mut buf);
+                buf.push(0xaa);
+                let (back, rest) = Entry::decode(&buf).unwrap();
+                assert_eq!(back, e);
+                assert_eq!(rest, &[0xaa]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_cluster_costs_four_bytes_and_entries_without_read_as_before() {
+        let e = Entry {
+            fingerprint: 9,
+            server: "1.2.3.4:5".parse().unwrap(),
+            created: 2,
+            last_use: 3,
+            cluster: 0,
+        };
+        let (mut plain, mut tagged) = (Vec::new(), Vec::new());
+        e.encode_into(&mut plain);
+        Entry { cluster: 7, ..e }.encode_into(&mut tagged);
+        assert_eq!(plain.len(), 23);
+        assert_eq!(tagged.len(), 27);
+        assert_eq!(tagged[16], 4 | CLUSTER_FLAG);
+        assert_eq!(tagged[23..], 7u32.to_le_bytes());
+        // Two entries back to back, one of each: both found.
+        let mut both = tagged.clone();
+        both.extend_from_slice(&plain);
+        let (first, rest) = Entry::decode(&both).unwrap();
+        assert_eq!(first.cluster, 7);
+        assert_eq!(Entry::decode(rest).unwrap().0, e);
+        for n in 0..tagged.len() {
+            assert!(Entry::decode(&tagged[..n]).is_none(), "prefix {n}");
         }
     }
 
@@ -132,6 +198,7 @@ mod tests {
             server: "1.2.3.4:5".parse().unwrap(),
             created: 2,
             last_use: 3,
+            cluster: 0,
         };
         let mut buf = Vec::new();
         e.encode_into(&mut buf);
@@ -154,6 +221,7 @@ mod tests {
             server: "1.2.3.4:5".parse().unwrap(),
             created: 1000,
             last_use: 1050,
+            cluster: 0,
         };
         assert!(!e.is_expired(&t, 1099));
         assert!(e.is_expired(&t, 1100)); // absolute: created + 100

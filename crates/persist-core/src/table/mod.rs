@@ -169,12 +169,14 @@ impl Table {
             .filter(|e| !e.is_expired(&self.timeouts, now_s)))
     }
 
-    /// Binds `key` to `server` (new, rebound, or refreshed when due), under CAS.
+    /// Binds `key` to `server`, answered from cluster `cluster` (0: none), new, rebound, or
+    /// refreshed when due, under CAS.
     pub fn bind(
         &self,
         store: &dyn SharedStore,
         key: KeyHash,
         server: SocketAddr,
+        cluster: u32,
         now_s: u32,
         expect: Expect,
     ) -> Result<Effect, StoreError> {
@@ -183,6 +185,7 @@ impl Table {
             slot.bind(
                 key.fingerprint,
                 server,
+                cluster,
                 now_s,
                 capacity,
                 &self.timeouts,
@@ -223,17 +226,13 @@ impl Table {
         &self,
         store: &dyn SharedStore,
         key: KeyHash,
-        server: SocketAddr,
-        created: u32,
-        last_use: u32,
+        remote: Entry,
         now_s: u32,
     ) -> Result<Effect, StoreError> {
         let capacity = self.capacity(key.slot);
         let remote = Entry {
             fingerprint: key.fingerprint,
-            server,
-            created,
-            last_use,
+            ..remote
         };
         self.update(store, key.slot, |slot| {
             slot.merge(remote, now_s, capacity, &self.timeouts)
@@ -328,7 +327,7 @@ mod tests {
         let k = t.hash(b"JSESSIONID-1");
         assert_eq!(t.lookup(&store, k, 1000).unwrap(), None);
         let e = t
-            .bind(&store, k, a("10.0.0.1:80"), 1000, Expect::Any)
+            .bind(&store, k, a("10.0.0.1:80"), 0, 1000, Expect::Any)
             .unwrap();
         assert!(e.new);
         // Another worker: same store, its own Table value.
@@ -352,6 +351,7 @@ mod tests {
                     &store,
                     t.hash(format!("k{i}").as_bytes()),
                     a("1.1.1.1:1"),
+                    0,
                     1000,
                     Expect::Absent,
                 )
@@ -379,6 +379,7 @@ mod tests {
                 &store,
                 t.hash(&i.to_le_bytes()),
                 a("1.1.1.1:1"),
+                0,
                 1000 + i,
                 Expect::Absent,
             )
@@ -454,7 +455,7 @@ mod tests {
         let store = MemoryStore::default();
         let t = table(160);
         let victim = t.hash(b"victim");
-        t.bind(&store, victim, a("10.0.0.1:80"), 1000, Expect::Absent)
+        t.bind(&store, victim, a("10.0.0.1:80"), 0, 1000, Expect::Absent)
             .unwrap();
         let mut evicted = 0;
         for k in crafted(&t, md5_slot(&t, b"victim"), 48) {
@@ -463,6 +464,7 @@ mod tests {
                     &store,
                     t.hash(k.as_bytes()),
                     a("10.0.0.9:80"),
+                    0,
                     1001,
                     Expect::Absent,
                 )
@@ -480,6 +482,7 @@ mod tests {
             &old,
             md5_key(b"victim"),
             a("10.0.0.1:80"),
+            0,
             1000,
             Expect::Absent,
         )
@@ -489,6 +492,7 @@ mod tests {
                 &old,
                 md5_key(k.as_bytes()),
                 a("10.0.0.9:80"),
+                0,
                 1001,
                 Expect::Absent,
             )

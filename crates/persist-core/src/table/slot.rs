@@ -129,7 +129,7 @@ impl Slot {
             .iter_mut()
             .find(|e| e.fingerprint == remote.fingerprint)
         {
-            if e.server != remote.server {
+            if e.server != remote.server || e.cluster != remote.cluster {
                 *e = remote;
                 effect.rebound = true;
                 effect.changed = true;
@@ -170,14 +170,17 @@ impl Slot {
         evicted
     }
 
-    /// Binds `fingerprint` to `server` as used now, unless `expect` says another writer got
-    /// there first. An existing binding to the same server is only refreshed when its last
-    /// use is `refresh_after_s` old; lapsed entries go first; when the slot is full the
-    /// live entry closest to expiry is evicted.
+    /// Binds `fingerprint` to `server` (answered from cluster `cluster`, 0: none) as used
+    /// now, unless `expect` says another writer got there first. An existing binding to the
+    /// same server is only refreshed when its last use is `refresh_after_s` old, or when its
+    /// cluster changes; lapsed entries go first; when the slot is full the live entry
+    /// closest to expiry is evicted.
+    #[allow(clippy::too_many_arguments)]
     pub fn bind(
         &mut self,
         fingerprint: u64,
         server: SocketAddr,
+        cluster: u32,
         now_s: u32,
         capacity: usize,
         timeouts: &Timeouts,
@@ -200,14 +203,17 @@ impl Slot {
             };
             if e.server != server && may_move {
                 e.server = server;
+                e.cluster = cluster;
                 e.created = now_s;
                 e.last_use = now_s;
                 effect.rebound = true;
                 effect.changed = true;
                 effect.bound = Some(*e);
             } else if e.server == server
-                && u64::from(now_s.saturating_sub(e.last_use)) >= timeouts.refresh_after_s()
+                && (e.cluster != cluster
+                    || u64::from(now_s.saturating_sub(e.last_use)) >= timeouts.refresh_after_s())
             {
+                e.cluster = cluster;
                 e.last_use = now_s;
                 effect.changed = true;
                 effect.bound = Some(*e);
@@ -220,6 +226,7 @@ impl Slot {
             server,
             created: now_s,
             last_use: now_s,
+            cluster,
         };
         self.entries.push(entry);
         effect.bound = Some(entry);
@@ -253,7 +260,15 @@ mod tests {
             } else {
                 a("10.0.0.1:80")
             };
-            s.bind(fp * 7919, server, 1000 + fp as u32, 16, &t(), Expect::Any);
+            s.bind(
+                fp * 7919,
+                server,
+                0,
+                1000 + fp as u32,
+                16,
+                &t(),
+                Expect::Any,
+            );
         }
         let raw = s.encode();
         for fp in 0..20u64 * 7919 {
@@ -294,18 +309,18 @@ mod tests {
     #[test]
     fn bind_new_refresh_rebind() {
         let mut s = Slot::default();
-        let e = s.bind(7, a("1.1.1.1:1"), 1000, 4, &t(), Expect::Any);
+        let e = s.bind(7, a("1.1.1.1:1"), 0, 1000, 4, &t(), Expect::Any);
         assert!(e.new && e.changed && !e.rebound);
         assert_eq!(e.entries_delta(), 1);
         // Same server, used again soon: nothing to write (the hot path stays read-only).
-        let e = s.bind(7, a("1.1.1.1:1"), 1010, 4, &t(), Expect::Any);
+        let e = s.bind(7, a("1.1.1.1:1"), 0, 1010, 4, &t(), Expect::Any);
         assert!(!e.changed && e.bound.is_none());
         // ... after timeout/4: refreshed.
-        let e = s.bind(7, a("1.1.1.1:1"), 1025, 4, &t(), Expect::Any);
+        let e = s.bind(7, a("1.1.1.1:1"), 0, 1025, 4, &t(), Expect::Any);
         assert!(e.changed && !e.new);
         assert_eq!(e.bound.map(|b| (b.created, b.last_use)), Some((1000, 1025)));
         assert_eq!(s.find(7).unwrap().last_use, 1025);
-        let e = s.bind(7, a("2.2.2.2:2"), 1030, 4, &t(), Expect::Any);
+        let e = s.bind(7, a("2.2.2.2:2"), 0, 1030, 4, &t(), Expect::Any);
         assert!(e.rebound && e.changed && !e.new);
         assert_eq!(e.entries_delta(), 0);
         let back = Slot::decode(&s.encode());
@@ -317,29 +332,29 @@ mod tests {
         let (x, y, z) = (a("1.1.1.1:1"), a("2.2.2.2:2"), a("3.3.3.3:3"));
         let mut s = Slot::default();
         // Two workers missed the key at the same time; x answered one, y the other.
-        assert!(s.bind(9, x, 1000, 4, &t(), Expect::Absent).new);
-        let e = s.bind(9, y, 1000, 4, &t(), Expect::Absent);
+        assert!(s.bind(9, x, 0, 1000, 4, &t(), Expect::Absent).new);
+        let e = s.bind(9, y, 0, 1000, 4, &t(), Expect::Absent);
         assert!(!e.changed && !e.new && !e.rebound);
         assert_eq!(s.find(9).unwrap().server, x, "the first binding wins");
         // Two workers saw the key on x (down); y answered one, z the other.
-        assert!(s.bind(9, y, 1001, 4, &t(), Expect::Server(x)).rebound);
-        let e = s.bind(9, z, 1001, 4, &t(), Expect::Server(x));
+        assert!(s.bind(9, y, 0, 1001, 4, &t(), Expect::Server(x)).rebound);
+        let e = s.bind(9, z, 0, 1001, 4, &t(), Expect::Server(x));
         assert!(!e.changed);
         assert_eq!(s.find(9).unwrap().server, y, "the first rebinding wins");
         // The server itself re-issued its cookie: that always binds.
-        assert!(s.bind(9, z, 1002, 4, &t(), Expect::Any).rebound);
+        assert!(s.bind(9, z, 0, 1002, 4, &t(), Expect::Any).rebound);
         // A key that lapsed or was evicted meanwhile is bound again.
         let mut empty = Slot::default();
-        assert!(empty.bind(9, z, 1003, 4, &t(), Expect::Server(x)).new);
+        assert!(empty.bind(9, z, 0, 1003, 4, &t(), Expect::Server(x)).new);
     }
 
     #[test]
     fn full_slot_evicts_closest_to_expiry() {
         let mut s = Slot::default();
         for (fp, now) in [(1, 1000), (2, 990), (3, 1005)] {
-            s.bind(fp, a("1.1.1.1:1"), now, 3, &t(), Expect::Any);
+            s.bind(fp, a("1.1.1.1:1"), 0, now, 3, &t(), Expect::Any);
         }
-        let e = s.bind(4, a("1.1.1.1:1"), 1010, 3, &t(), Expect::Any);
+        let e = s.bind(4, a("1.1.1.1:1"), 0, 1010, 3, &t(), Expect::Any);
         assert_eq!(e.evicted, 1);
         assert!(e.new);
         assert_eq!(e.entries_delta(), 0);
@@ -350,13 +365,13 @@ mod tests {
     #[test]
     fn lapsed_entries_go_first_and_are_counted() {
         let mut s = Slot::default();
-        s.bind(1, a("1.1.1.1:1"), 1000, 2, &t(), Expect::Any);
-        s.bind(2, a("1.1.1.1:1"), 1050, 2, &t(), Expect::Any);
-        let e = s.bind(3, a("1.1.1.1:1"), 1100, 2, &t(), Expect::Any);
+        s.bind(1, a("1.1.1.1:1"), 0, 1000, 2, &t(), Expect::Any);
+        s.bind(2, a("1.1.1.1:1"), 0, 1050, 2, &t(), Expect::Any);
+        let e = s.bind(3, a("1.1.1.1:1"), 0, 1100, 2, &t(), Expect::Any);
         assert_eq!((e.expired, e.evicted), (1, 0));
         assert_eq!(e.entries_delta(), 0);
         // A lapsed binding of the same key is a new one.
-        let e = s.bind(2, a("1.1.1.1:1"), 1200, 2, &t(), Expect::Any);
+        let e = s.bind(2, a("1.1.1.1:1"), 0, 1200, 2, &t(), Expect::Any);
         assert!(e.new);
     }
 
@@ -368,6 +383,7 @@ mod tests {
             server,
             created,
             last_use,
+            cluster: 0,
         };
         let mut s = Slot::default();
         let e = s.merge(remote(x, 1000, 1000), 1001, 4, &t());
@@ -392,17 +408,53 @@ mod tests {
     fn merge_into_a_full_slot_evicts() {
         let mut s = Slot::default();
         for fp in 1..=3 {
-            s.bind(fp, a("1.1.1.1:1"), 1000 + fp as u32, 3, &t(), Expect::Any);
+            s.bind(
+                fp,
+                a("1.1.1.1:1"),
+                0,
+                1000 + fp as u32,
+                3,
+                &t(),
+                Expect::Any,
+            );
         }
         let r = Entry {
             fingerprint: 9,
             server: a("2.2.2.2:2"),
             created: 1010,
             last_use: 1010,
+            cluster: 0,
         };
         let e = s.merge(r, 1010, 3, &t());
         assert_eq!((e.new, e.evicted), (true, 1));
         assert!(s.find(1).is_none());
         assert_eq!(e.entries_delta(), 0);
+    }
+
+    #[test]
+    fn the_cluster_is_bound_with_the_server() {
+        let x = a("1.1.1.1:1");
+        let mut s = Slot::default();
+        assert!(s.bind(3, x, 0, 1000, 4, &t(), Expect::Absent).new);
+        // The same server, now known to answer from cluster 7: written at once, no rebind.
+        let e = s.bind(3, x, 7, 1001, 4, &t(), Expect::Server(x));
+        assert!(e.changed && !e.rebound && !e.new);
+        assert_eq!(s.find(3).map(|e| (e.cluster, e.created)), Some((7, 1000)));
+        // Unchanged: nothing to write.
+        assert!(!s.bind(3, x, 7, 1002, 4, &t(), Expect::Server(x)).changed);
+        // Another server in another cluster: a rebinding that takes both.
+        let y = a("2.2.2.2:2");
+        assert!(s.bind(3, y, 9, 1003, 4, &t(), Expect::Server(x)).rebound);
+        assert_eq!(s.find(3).map(|e| (e.server, e.cluster)), Some((y, 9)));
+        // A remote binding to the same server in another cluster replaces it.
+        let remote = Entry {
+            cluster: 11,
+            ..*s.find(3).unwrap()
+        };
+        assert!(s.merge(remote, 1004, 4, &t()).changed);
+        assert_eq!(s.find(3).unwrap().cluster, 11);
+        let raw = s.encode();
+        assert_eq!(Slot::decode(&raw), s);
+        assert_eq!(Slot::find_encoded(&raw, 3), s.find(3).copied());
     }
 }

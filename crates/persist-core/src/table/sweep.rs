@@ -105,7 +105,7 @@ mod tests {
         for i in 0..30u32 {
             let k = t.hash(&i.to_le_bytes());
             let server = "1.2.3.4:80".parse().unwrap();
-            t.bind(&store, k, server, 100, Expect::Any).unwrap();
+            t.bind(&store, k, server, 0, 100, Expect::Any).unwrap();
         }
         // 7 slots, a pass per second: the first claim covers all of them.
         assert_eq!(t.sweep(&store, 103_000).unwrap(), 0);
