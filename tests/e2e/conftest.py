@@ -317,6 +317,18 @@ def _cluster(cfg, name="backends"):
     raise AssertionError(f"no cluster {name}")
 
 
+def _backend_endpoints(cfg):
+    """The endpoints the test backends stand in for: those of the `backends` cluster, or in
+    an example without one (envoy/blue-green.yaml) those of every cluster on the examples'
+    backend ports 8081-8089, in order."""
+    clusters = cfg["static_resources"]["clusters"]
+    if any(c["name"] == "backends" for c in clusters):
+        return _cluster(cfg)["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    return [ep for c in clusters if "load_assignment" in c
+            for group in c["load_assignment"]["endpoints"] for ep in group["lb_endpoints"]
+            if 8081 <= ep["endpoint"]["address"]["socket_address"]["port_value"] <= 8089]
+
+
 def deep_merge(base, override):
     out = copy.deepcopy(base)
     for k, v in override.items():
@@ -367,8 +379,9 @@ class Envoy:
         """Ports, module path, plugin JSON and backend addresses. Generic over the examples:
         the first listener gets `self.port`, any further listener a free port of its own
         (`self.listener_ports[name]`); every wasm filter loads PERSIST_WASM; the plugin JSON
-        (`plugin_text`) replaces the configuration of the one wasm filter; the three endpoints
-        of the `backends` cluster become the test backends, and when the example's own plugin
+        (`plugin_text`) replaces the configuration of the one wasm filter; the endpoints of the
+        backend clusters (`backends`, or every cluster of a weighted route, see
+        `_backend_endpoints`) become the test backends in order, and when the example's own plugin
         JSON is kept, the example's endpoint addresses in it (e.g. http_header `servers`)
         become the matching backend's address too."""
         cfg = self.cfg
@@ -393,8 +406,8 @@ class Envoy:
             conf = wasm[0]["typed_config"]["config"]
             conf["vm_config"]["code"]["local"]["filename"] = str(wasm_path())
             setting = "configuration"
-        eps = _cluster(cfg)["load_assignment"]["endpoints"][0]["lb_endpoints"]
-        assert len(eps) == len(self.backends) == 3
+        eps = _backend_endpoints(cfg)
+        assert len(eps) == len(self.backends), (len(eps), len(self.backends))
         renames = {}
         for ep, b in zip(eps, self.backends):
             sa = ep["endpoint"]["address"]["socket_address"]
@@ -601,11 +614,13 @@ class Envoy:
         return {int(re.search(r"worker_(\d+)", k).group(1)): v for k, v in s.items()}
 
     def clusters(self):
-        """addr -> health flags string of the backends cluster."""
+        """addr -> health flags string of the backends cluster (of the allowed clusters of a
+        weighted route, README "Weighted clusters")."""
+        names = set((self.plugin or {}).get("clusters", {}).get("allow", [])) or {"backends"}
         out = {}
         for line in self.admin("/clusters").splitlines():
             parts = line.split("::")
-            if len(parts) == 4 and parts[0] == "backends" and parts[2] == "health_flags":
+            if len(parts) == 4 and parts[0] in names and parts[2] == "health_flags":
                 out[parts[1]] = parts[3]
         return out
 
@@ -680,11 +695,15 @@ class Envoy:
 
 @pytest.fixture
 def envoy_factory(backends, tmp_path):
-    """envoy_factory(example, plugin=None|dict|str, concurrency=2, patch=None, start=True)."""
+    """envoy_factory(example, plugin=None|dict|str, concurrency=2, patch=None, start=True,
+    servers=None): `servers`, the backends the example's endpoints become (default: the
+    three of the `backends` fixture)."""
     started = []
 
-    def make(example="http-cookie.yaml", plugin=None, concurrency=2, patch=None, start=True):
-        e = Envoy(example, plugin, backends, tmp_path, concurrency=concurrency, patch=patch)
+    def make(example="http-cookie.yaml", plugin=None, concurrency=2, patch=None, start=True,
+             servers=None):
+        e = Envoy(example, plugin, servers if servers is not None else backends, tmp_path,
+                  concurrency=concurrency, patch=patch)
         started.append(e)
         if start:
             e.start()

@@ -52,13 +52,23 @@ class Sealed:
     issued: int
     refreshed: int
     addr: str
+    cluster: int = 0  # the cluster tag (README "Weighted clusters"); 0: none recorded
 
 
-def sealed_plaintext(addr: str, issued: int, refreshed: int, family=None) -> bytes:
+def cluster_tag(name: str) -> int:
+    """The tag a cookie or entry records of a cluster: 32-bit FNV-1a of its name, never 0."""
+    h = 0x811C9DC5
+    for b in name.encode():
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return max(h, 1)
+
+
+def sealed_plaintext(addr: str, issued: int, refreshed: int, family=None, cluster=0) -> bytes:
     host, port = split_addr(addr)
     ip = ipaddress.ip_address(host)
     fam = family if family is not None else (4 if ip.version == 4 else 6)
-    return struct.pack(">II", issued, refreshed) + bytes([fam]) + ip.packed + struct.pack(">H", port)
+    tag = struct.pack(">I", cluster) if cluster else b""
+    return struct.pack(">II", issued, refreshed) + bytes([fam]) + ip.packed + struct.pack(">H", port) + tag
 
 
 def aad(cookie_name: str) -> bytes:
@@ -107,17 +117,15 @@ def open_sealed(keys, cookie_name: str, value: str, aad_bytes=None) -> Sealed:
             continue
         issued, refreshed = struct.unpack(">II", pt[:8])
         fam = pt[8]
-        if fam == 4 and len(pt) == 9 + 4 + 2:
-            ip = ipaddress.IPv4Address(pt[9:13])
-            port = struct.unpack(">H", pt[13:15])[0]
-            addr = f"{ip}:{port}"
-        elif fam == 6 and len(pt) == 9 + 16 + 2:
-            ip = ipaddress.IPv6Address(pt[9:25])
-            port = struct.unpack(">H", pt[25:27])[0]
-            addr = f"[{ip}]:{port}"
-        else:
+        iplen = {4: 4, 6: 16}.get(fam)
+        if iplen is None or len(pt) not in (9 + iplen + 2, 9 + iplen + 2 + 4):
             raise ValueError(f"bad plaintext (family {fam}, {len(pt)} bytes)")
-        return Sealed(version, nonce, issued, refreshed, addr)
+        ip = ipaddress.ip_address(pt[9:9 + iplen])
+        port = struct.unpack(">H", pt[9 + iplen:11 + iplen])[0]
+        addr = f"{ip}:{port}" if fam == 4 else f"[{ip}]:{port}"
+        tail = pt[11 + iplen:]
+        cluster = struct.unpack(">I", tail)[0] if tail else 0
+        return Sealed(version, nonce, issued, refreshed, addr, cluster)
     raise ValueError("no key opens it")
 
 

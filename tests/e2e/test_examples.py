@@ -76,15 +76,31 @@ def test_example_shape(name):
     wasm = hcm["http_filters"][at]["typed_config"]["config"]
     assert wasm["vm_config"]["runtime"] == "envoy.wasm.runtime.v8"
     assert wasm["vm_config"]["code"]["local"]["filename"] == "target/wasm32-wasip1/release/envoy_persist.wasm"
-    cluster = cfg["static_resources"]["clusters"][0]
-    assert cluster["name"] == "backends"
+    # The backends: one cluster, or the clusters of a weighted route (README "Weighted clusters").
+    allowed = plugin.get("clusters", {}).get("allow", ["backends"])
+    by_name = {c["name"]: c for c in cfg["static_resources"]["clusters"]}
+    assert set(allowed) <= set(by_name), f"clusters.allow names a cluster {name} lacks: {allowed}"
+    backend_clusters = [by_name[n] for n in allowed]
+    cluster = backend_clusters[0]
     ports = [ep["endpoint"]["address"]["socket_address"]["port_value"]
-             for ep in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]]
-    assert ports == [8081, 8082, 8083]
+             for c in backend_clusters for ep in c["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+    if "clusters" in plugin:
+        assert ports == [8081, 8082, 8083, 8084]
+        header = plugin["clusters"].get("header", "x-persist-cluster")
+        assert {"remove": header} in hcm["http_filters"][0]["typed_config"]["mutations"]["request_mutations"]
+        routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+        assert routes[0]["match"]["headers"] == [{"name": header, "present_match": True}]
+        assert routes[0]["route"] == {"cluster_header": header}
+        weighted = routes[1]["route"]["weighted_clusters"]
+        assert [c["name"] for c in weighted["clusters"]] == allowed
+    else:
+        assert cfg["static_resources"]["clusters"][0]["name"] == "backends"
+        assert ports == [8081, 8082, 8083]
     assert cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] == 10000
     assert cfg["admin"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 9901}
-    hc = cluster["health_checks"][0]
-    assert hc["http_health_check"]["path"] == "/healthz"
+    for c in backend_clusters:
+        hc = c["health_checks"][0]
+        assert hc["http_health_check"]["path"] == "/healthz"
     for key in plugin.get("cookie", plugin.get("session_header", {})).get("keys", []):
         assert len(base64.b64decode(key, validate=True)) == 32
     # A section of the plugin JSON belongs to its type (the filter refuses others).
@@ -103,7 +119,8 @@ def test_example_shape(name):
         assert ss["session_state"]["name"] == "envoy.http.stateful_session.header"
         assert ss["session_state"]["typed_config"]["name"] == plugin.get("upstream_header", "x-persist-upstream")
         assert ss["strict"] is ("strict" in name)
-        assert set(cluster["common_lb_config"]["override_host_status"]["statuses"]) == {"UNKNOWN", "HEALTHY", "DRAINING"}
+        for c in backend_clusters:
+            assert set(c["common_lb_config"]["override_host_status"]["statuses"]) == {"UNKNOWN", "HEALTHY", "DRAINING"}
     else:
         assert names[at:] == ["envoy.filters.http.wasm", "envoy.filters.http.router"], names
         lb = cluster["load_balancing_policy"]["policies"][0]["typed_extension_config"]

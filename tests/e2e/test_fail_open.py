@@ -95,3 +95,30 @@ def test_client_handoff_header_chooses_nothing_when_the_module_fails_open(envoy_
         assert not envoy.stats(r"^wasm\.envoy\.wasm\.runtime\.v8\.active").get("wasm.envoy.wasm.runtime.v8.active")
     finally:
         envoy.stop(check=False)
+
+
+@pytest.mark.parametrize("bypass", [False, True], ids=["protected", "bypass"])
+def test_client_cluster_header_chooses_nothing_when_the_module_fails_open(envoy_factory, backends, bypass):
+    """envoy/blue-green.yaml (README "Weighted clusters"): the weights send every request to
+    blue (a, b); a client naming green in x-persist-cluster still lands on blue. The route is
+    chosen before the HTTP filters run, so the removal that protects is the HCM's early header
+    mutation; without it (`bypass`) the client reaches green."""
+    def patch(cfg):
+        _remote_code_that_fails(cfg, "failure_policy")
+        if bypass:
+            _drop_header_removal(cfg)
+
+    envoy = envoy_factory("blue-green.yaml", patch=patch, servers=[*backends, backends[2]])
+    try:
+        seen = Counter()
+        for _ in range(N):
+            r = envoy.get(headers={"x-persist-cluster": "green"}, check_leak=False)
+            assert r.status == 200, f"{r}: the module's failure was not open\n{envoy.log_tail(20)}"
+            seen[r.server] += 1
+        green = {backends[2].name}
+        if bypass:
+            assert set(seen) <= green, f"without the removal the client chose green: {seen}"
+        else:
+            assert not set(seen) & green, f"the client's header chose the cluster: {seen}"
+    finally:
+        envoy.stop(check=False)

@@ -98,6 +98,7 @@ NATIVE_BAD = BAD + [
     ("mirror-is-wasm-only", json.dumps({"name": "e2e", "type": "client_ip", "mirror": {
         "cluster": "etcd", "secret": "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="}}),
      "mirror"),
+    ("clusters-are-wasm-only", cfg(clusters={"allow": ["backends"]}), "clusters"),
 ]
 
 
