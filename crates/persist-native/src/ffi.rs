@@ -34,11 +34,21 @@ impl EnvoyBuffer {
     /// # Safety
     /// `ptr` must point at `length` readable bytes, or be null.
     pub unsafe fn to_vec(self) -> Vec<u8> {
+        // SAFETY: as the caller guarantees.
+        unsafe { self.as_slice() }.to_vec()
+    }
+
+    /// The bytes, borrowed (empty for a null buffer).
+    ///
+    /// # Safety
+    /// `ptr` must point at `length` readable bytes, or be null, and stay valid while the
+    /// slice is used.
+    pub unsafe fn as_slice<'a>(self) -> &'a [u8] {
         if self.ptr.is_null() || self.length == 0 {
-            return Vec::new();
+            return &[];
         }
         // SAFETY: the caller guarantees `length` readable bytes at `ptr`.
-        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.length) }.to_vec()
+        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.length) }
     }
 }
 
@@ -293,16 +303,26 @@ pub fn add_header(filter: FilterEnvoyPtr, kind: HeaderType, key: &str, value: &[
 }
 
 pub fn attribute_string(filter: FilterEnvoyPtr, id: Attribute) -> Option<Vec<u8>> {
+    with_attribute(filter, id, |v| v.map(<[u8]>::to_vec))
+}
+
+/// Runs `f` on attribute `id` as Envoy holds it (no copy), `None` when absent.
+pub fn with_attribute<R>(
+    filter: FilterEnvoyPtr,
+    id: Attribute,
+    f: impl FnOnce(Option<&[u8]>) -> R,
+) -> R {
     let mut out = EnvoyBuffer::NULL;
     // SAFETY: out-pointer is a valid local.
     let ok = unsafe {
         envoy_dynamic_module_callback_http_filter_get_attribute_string(filter, id, &mut out)
     };
     if !ok || out.ptr.is_null() {
-        return None;
+        return f(None);
     }
-    // SAFETY: Envoy filled `out` with a live buffer.
-    Some(unsafe { out.to_vec() })
+    // SAFETY: Envoy filled `out` with a buffer of the stream it keeps alive during this
+    // hook; it is read here, before any other call into Envoy.
+    f(Some(unsafe { out.as_slice() }))
 }
 
 /// A string (or number, formatted) of the stream's dynamic metadata.
@@ -336,12 +356,12 @@ pub fn dynamic_metadata(filter: FilterEnvoyPtr, ns: &str, key: &str) -> Option<V
     ok.then(|| n.to_string().into_bytes())
 }
 
-pub fn set_upstream_override_host(filter: FilterEnvoyPtr, host: &str, strict: bool) -> bool {
+pub fn set_upstream_override_host(filter: FilterEnvoyPtr, host: &[u8], strict: bool) -> bool {
     // SAFETY: the buffer points into `host`, valid for the call.
     unsafe {
         envoy_dynamic_module_callback_http_set_upstream_override_host(
             filter,
-            ModuleBuffer::of(host.as_bytes()),
+            ModuleBuffer::of(host),
             strict,
         )
     }

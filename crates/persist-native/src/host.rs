@@ -5,6 +5,7 @@
 //! *filter* (headers, attributes, the upstream override, stat updates). Calls that need the
 //! other pointer fail with `HostError` instead of reaching Envoy with a wrong one.
 
+use crate::addrs;
 use crate::ffi::{self, Attribute, ConfigEnvoyPtr, FilterEnvoyPtr, HeaderType, MetricOp};
 use crate::store::NativeStore;
 use persist_core::host::{Host, HostError, MetricId, MetricKind};
@@ -228,12 +229,15 @@ impl Host for NativeHost<'_> {
 
     fn override_upstream(&self, server: SocketAddr, strict: bool) -> Option<Result<(), HostError>> {
         Some(self.filter().and_then(|f| {
-            ok(ffi::set_upstream_override_host(
-                f,
-                &server.to_string(),
-                strict,
-            ))
+            ok(addrs::with_text(server, |text| {
+                ffi::set_upstream_override_host(f, text, strict)
+            }))
         }))
+    }
+
+    fn upstream_address(&self) -> Option<SocketAddr> {
+        let f = self.filter().ok()?;
+        ffi::with_attribute(f, Attribute::UpstreamAddress, |raw| addrs::parse(raw?))
     }
 
     fn has_upstream_override(&self) -> bool {

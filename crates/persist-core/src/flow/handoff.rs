@@ -3,7 +3,6 @@
 //! load balancer decides whether that host may be used.
 
 use super::Ctx;
-use crate::addr;
 use crate::config::Handoff;
 use crate::host::Host;
 use crate::stats::Counter;
@@ -50,8 +49,7 @@ fn remove_client_copy(host: &dyn Host, header: &str) -> Result<(), crate::host::
 }
 
 fn upstream_address(host: &dyn Host) -> Option<SocketAddr> {
-    host.property(&["upstream", "address"])
-        .and_then(|raw| addr::parse(&raw))
+    host.upstream_address()
 }
 
 /// Removes the stateful_session filter's response header before the client sees it.
