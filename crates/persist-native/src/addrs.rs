@@ -108,7 +108,14 @@ mod tests {
         let s: SocketAddr = "[2001:db8::7]:443".parse().unwrap();
         assert_eq!(c.addr(b"[2001:0db8::7]:443"), Some(s));
         assert_eq!(c.entries, before);
-        for bad in [&b""[..], b"%%%", b"10.0.0.1", b"10.0.0.1:99999", &[b'1'; 100], &[0xff, 0xfe]] {
+        for bad in [
+            &b""[..],
+            b"%%%",
+            b"10.0.0.1",
+            b"10.0.0.1:99999",
+            &[b'1'; 100],
+            &[0xff, 0xfe],
+        ] {
             assert_eq!(c.addr(bad), None, "{bad:?}");
             assert_eq!(persist_core::addr::parse(bad), None, "{bad:?}");
         }
