@@ -29,7 +29,15 @@ Environment (all optional):
   BENCH_B_WASM       a second build of envoy_persist.wasm: every persist case also runs
                      with it ("<case>-b", same round, right after its A twin), for A/B
                      figures of a change (bench/OPTIMIZATIONS.md)
-  ENVOY_BIN, PERSIST_WASM, NOOP_WASM   binaries (defaults: scripts/envoy-bin.sh and
+  BENCH_B_NATIVE     a second build of libenvoy_persist_native.so: every dm-* case also runs
+                     with it ("<case>-b"), as BENCH_B_WASM does for the wasm module
+  BENCH_PERF=DIR     record every measurement of the Envoy under test with
+                     `perf record -e cpu-clock -g` into DIR/<case>-r<round>.data (read them
+                     with `perf report -i ...`; the software clock works without hardware
+                     counters). The sampling costs Envoy CPU: compare figures of one mode only.
+                     BENCH_PERF_ARGS replaces "-e cpu-clock -g" (e.g. "-e cpu-clock -F 999
+                     --call-graph dwarf,16384" to unwind through the stripped Envoy binary)
+  ENVOY_BIN, PERSIST_WASM, PERSIST_NATIVE, NOOP_WASM   binaries (defaults: scripts/envoy-bin.sh and
                      target/wasm32-wasip1/release/{envoy_persist,noop_filter}.wasm)
 
 Nothing here asserts timing: the figures are reported, never checked.
@@ -80,6 +88,9 @@ PERSIST_WASM = os.path.abspath(os.environ.get("PERSIST_WASM") or os.path.join(
 NOOP_WASM = os.path.abspath(os.environ.get("NOOP_WASM") or os.path.join(
     ROOT, "target/wasm32-wasip1/release/noop_filter.wasm"))
 B_WASM = os.path.abspath(os.environ["BENCH_B_WASM"]) if os.environ.get("BENCH_B_WASM") else None
+B_NATIVE = os.path.abspath(os.environ["BENCH_B_NATIVE"]) if os.environ.get("BENCH_B_NATIVE") else None
+PERF_DIR = os.path.abspath(os.environ["BENCH_PERF"]) if os.environ.get("BENCH_PERF") else None
+PERF_ARGS = (os.environ.get("BENCH_PERF_ARGS") or "-e cpu-clock -g").split()
 # The demo key of envoy/http-cookie.yaml: fixed, so a steady cookie can be obtained once.
 COOKIE_KEY = "ZW52b3ktcGVyc2lzdCBkZW1vIGtleTogQ0hBTkdFISE="
 BACKENDS = [PORT_BASE + 81, PORT_BASE + 82, PORT_BASE + 83]
@@ -170,12 +181,12 @@ if B_WASM:
     CASES = _with_b
 
 # --- the native module (Envoy dynamic module) beside the wasm cases ----------------------
-# Same plugins as the wasm cases, in bench/envoy/filters-persist-native.yaml; every Envoy
-# finds the module through ENVOY_DYNAMIC_MODULES_SEARCH_PATH. Skipped when not built.
+# Same plugins as the wasm cases, in bench/envoy/filters-persist-native.yaml; each Envoy
+# finds the module by name through ENVOY_DYNAMIC_MODULES_SEARCH_PATH, set to a copy of it in
+# the run directory (run_dir/native, run_dir/native-b). Skipped when not built.
 PERSIST_NATIVE = os.path.abspath(os.environ.get("PERSIST_NATIVE") or os.path.join(
     ROOT, "target/native/libenvoy_persist_native.so"))
 if os.path.isfile(PERSIST_NATIVE):
-    os.environ.setdefault("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", os.path.dirname(PERSIST_NATIVE))
     for _wasm in ("cookie", "header", "app", "ip"):
         ENVOYS["dm-" + _wasm] = dict(ENVOYS[_wasm], filters="filters-persist-native.yaml")
         ENVOYS["dm-" + _wasm].pop("module", None)
@@ -186,6 +197,16 @@ if os.path.isfile(PERSIST_NATIVE):
         ("dm-app-cookie", "dm-app", f"native module app_cookie, {K} learned, random hits", ("keys", "cookie"), ">=0.95"),
         ("dm-client-ip", "dm-ip", f"native module client_ip, {K} learned, random XFF", ("keys", "xff"), ">=0.95"),
     ]
+    if B_NATIVE:
+        # The B build is found under the same name, in its own directory (run_dir/native-b).
+        for _wasm in ("cookie", "header", "app", "ip"):
+            ENVOYS["dm-" + _wasm + "-b"] = dict(ENVOYS["dm-" + _wasm], native_b=True)
+        _with_b = []
+        for _c in CASES:
+            _with_b.append(_c)
+            if _c[0].startswith("dm-"):
+                _with_b.append((_c[0] + "-b", _c[1] + "-b", _c[2] + " [B]", _c[3], _c[4]))
+        CASES = _with_b
 
 # --- small helpers ---------------------------------------------------------------------
 
@@ -460,7 +481,7 @@ def main():
         unknown = want - {c[0] for c in CASES}
         if unknown:
             sys.exit(f"BENCH_CASES: unknown {sorted(unknown)}; known: {[c[0] for c in CASES]}")
-        want |= {c + "-b" for c in want if B_WASM and any(x[0] == c + "-b" for x in CASES)}
+        want |= {c + "-b" for c in want if (B_WASM or B_NATIVE) and any(x[0] == c + "-b" for x in CASES)}
         want |= {FLOORS[c][0] for c in want if c in FLOORS}
         cases = [c for c in CASES if c[0] in want]
     used_envoys = [n for n in ENVOYS if any(c[1] == n for c in cases)]
@@ -490,6 +511,13 @@ def main():
     if B_WASM:
         copy = os.path.join(run_dir, "B-" + os.path.basename(B_WASM))
         shutil.copyfile(B_WASM, copy)
+    # The native builds under the name Envoy looks for, whatever their file is called.
+    for sub, path in (("native", PERSIST_NATIVE), ("native-b", B_NATIVE)):
+        if path and os.path.isfile(path):
+            os.makedirs(os.path.join(run_dir, sub))
+            shutil.copyfile(path, os.path.join(run_dir, sub, "libenvoy_persist_native.so"))
+    if PERF_DIR:
+        os.makedirs(PERF_DIR, exist_ok=True)
     for spec in ENVOYS.values():
         if "module" in spec:
             b = B_WASM and spec["module"] == B_WASM
@@ -523,8 +551,10 @@ def main():
             cfg = os.path.join(run_dir, f"envoy-{name}.yaml")
             with open(cfg, "w") as f:
                 f.write(envoy_config(name, spec, port, admin_port))
+            env = dict(os.environ, ENVOY_DYNAMIC_MODULES_SEARCH_PATH=os.path.join(
+                run_dir, "native-b" if spec.get("native_b") else "native"))
             proc = procs.start(f"envoy-{name}", [envoy_bin, "-c", cfg, "--concurrency", "1", "--disable-hot-restart",
-                                                 "--log-level", "warn"])
+                                                 "--log-level", "warn"], env=env)
             envoys[name] = dict(spec, name=name, port=port, admin=admin_port, proc=proc, pid=proc.pid,
                                 log=os.path.join(run_dir, f"envoy-{name}.log"))
         for e in envoys.values():
@@ -575,7 +605,21 @@ def main():
                 s0 = stats(e["admin"], r"^http\.ingress_http\.downstream_rq_(2xx|completed)$")
                 cpu0 = proc_cpu_s(e["pid"])
                 loads.append(loadavg())
+                perf = None
+                if PERF_DIR:
+                    perf = subprocess.Popen(
+                        ["perf", "record", "-q", *PERF_ARGS, "-p", str(e["pid"]),
+                         "-o", os.path.join(PERF_DIR, f"{cid}-r{rnd + 1}.data")],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    time.sleep(0.3)
                 w = run_wrk(argv, env)
+                if perf:
+                    perf.send_signal(signal.SIGINT)
+                    try:
+                        perf.wait(30)
+                    except subprocess.TimeoutExpired:
+                        perf.kill()
+                        perf.wait()
                 cpu1 = proc_cpu_s(e["pid"])
                 s1 = stats(e["admin"], r"^http\.ingress_http\.downstream_rq_(2xx|completed)$")
                 if has_counters:
@@ -689,7 +733,7 @@ def git_revision():
 def command_line():
     parts = []
     for k in ("BENCH_QUICK", "BENCH_SECONDS", "BENCH_ROUNDS", "BENCH_ENTRIES", "BENCH_MAX_ENTRIES", "BENCH_THREADS",
-              "BENCH_CONNECTIONS", "BENCH_CASES", "BENCH_CAPS"):
+              "BENCH_CONNECTIONS", "BENCH_CASES", "BENCH_CAPS", "BENCH_PERF"):
         if os.environ.get(k):
             parts.append(f"{k}={os.environ[k]}")
     return " ".join(parts + ["make bench"])

@@ -29,16 +29,30 @@ impl EnvoyBuffer {
         length: 0,
     };
 
+    pub fn new(ptr: *const c_char, length: usize) -> EnvoyBuffer {
+        EnvoyBuffer { ptr, length }
+    }
+
     /// A copy of the bytes (empty for a null buffer).
     ///
     /// # Safety
     /// `ptr` must point at `length` readable bytes, or be null.
     pub unsafe fn to_vec(self) -> Vec<u8> {
+        // SAFETY: as the caller guarantees.
+        unsafe { self.as_slice() }.to_vec()
+    }
+
+    /// The bytes, borrowed (empty for a null buffer).
+    ///
+    /// # Safety
+    /// `ptr` must point at `length` readable bytes, or be null, and stay valid while the
+    /// slice is used.
+    pub unsafe fn as_slice<'a>(self) -> &'a [u8] {
         if self.ptr.is_null() || self.length == 0 {
-            return Vec::new();
+            return &[];
         }
         // SAFETY: the caller guarantees `length` readable bytes at `ptr`.
-        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.length) }.to_vec()
+        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.length) }
     }
 }
 
@@ -61,6 +75,25 @@ impl ModuleBuffer {
     pub const NULL: ModuleBuffer = ModuleBuffer {
         ptr: std::ptr::null(),
         length: 0,
+    };
+}
+
+/// `envoy_dynamic_module_type_envoy_http_header`: one header of a map, bytes owned by Envoy.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EnvoyHttpHeader {
+    pub key_ptr: *const c_char,
+    pub key_length: usize,
+    pub value_ptr: *const c_char,
+    pub value_length: usize,
+}
+
+impl EnvoyHttpHeader {
+    const NULL: EnvoyHttpHeader = EnvoyHttpHeader {
+        key_ptr: std::ptr::null(),
+        key_length: 0,
+        value_ptr: std::ptr::null(),
+        value_length: 0,
     };
 }
 
@@ -121,13 +154,14 @@ extern "C" {
     fn envoy_dynamic_module_callback_log(level: LogLevel, message: ModuleBuffer);
     fn envoy_dynamic_module_callback_log_enabled(level: LogLevel) -> bool;
 
-    fn envoy_dynamic_module_callback_http_get_header(
+    fn envoy_dynamic_module_callback_http_get_headers_size(
         filter: FilterEnvoyPtr,
         header_type: HeaderType,
-        key: ModuleBuffer,
-        result: *mut EnvoyBuffer,
-        index: usize,
-        optional_size: *mut usize,
+    ) -> usize;
+    fn envoy_dynamic_module_callback_http_get_headers(
+        filter: FilterEnvoyPtr,
+        header_type: HeaderType,
+        result_headers: *mut EnvoyHttpHeader,
     ) -> bool;
     fn envoy_dynamic_module_callback_http_set_header(
         filter: FilterEnvoyPtr,
@@ -228,32 +262,24 @@ pub fn log_enabled(level: LogLevel) -> bool {
     unsafe { envoy_dynamic_module_callback_log_enabled(level) }
 }
 
-/// Value `index` of header `key`, and how many values the header has.
-pub fn get_header(
-    filter: FilterEnvoyPtr,
-    kind: HeaderType,
-    key: &str,
-    index: usize,
-) -> (Option<Vec<u8>>, usize) {
-    let mut out = EnvoyBuffer::NULL;
-    let mut count: usize = 0;
-    // SAFETY: `filter` comes from the current hook; out-pointers are valid locals; the
-    // returned buffer is Envoy's, read before any other call.
-    let ok = unsafe {
-        envoy_dynamic_module_callback_http_get_header(
-            filter,
-            kind,
-            ModuleBuffer::of(key.as_bytes()),
-            &mut out,
-            index,
-            &mut count,
-        )
-    };
-    if !ok || out.ptr.is_null() || index >= count {
-        return (None, count);
+/// Every header of a map, in order, as Envoy holds them (`(key, value)` buffers valid until
+/// the current hook returns or the map is changed); `None` when Envoy has no such map.
+///
+/// One walk over the map: reading headers by name instead (`get_header`) makes Envoy build
+/// its lazy by-name index of the map (a hash map over every header, with its allocations)
+/// on the first lookup of a name that is not one of its O(1) headers, on every request.
+pub fn get_headers(filter: FilterEnvoyPtr, kind: HeaderType) -> Option<Vec<EnvoyHttpHeader>> {
+    // SAFETY: plain arguments; `filter` comes from the current hook.
+    let n = unsafe { envoy_dynamic_module_callback_http_get_headers_size(filter, kind) };
+    let mut out = vec![EnvoyHttpHeader::NULL; n];
+    if n == 0 {
+        return Some(out);
     }
-    // SAFETY: Envoy filled `out` with a live buffer of the header map.
-    (Some(unsafe { out.to_vec() }), count)
+    // SAFETY: `out` has room for the `n` entries Envoy writes (the map cannot change between
+    // the two calls: this thread is in the hook).
+    let ok =
+        unsafe { envoy_dynamic_module_callback_http_get_headers(filter, kind, out.as_mut_ptr()) };
+    ok.then_some(out)
 }
 
 pub fn set_header(filter: FilterEnvoyPtr, kind: HeaderType, key: &str, value: &[u8]) -> bool {
@@ -293,16 +319,26 @@ pub fn add_header(filter: FilterEnvoyPtr, kind: HeaderType, key: &str, value: &[
 }
 
 pub fn attribute_string(filter: FilterEnvoyPtr, id: Attribute) -> Option<Vec<u8>> {
+    with_attribute(filter, id, |v| v.map(<[u8]>::to_vec))
+}
+
+/// Runs `f` on attribute `id` as Envoy holds it (no copy), `None` when absent.
+pub fn with_attribute<R>(
+    filter: FilterEnvoyPtr,
+    id: Attribute,
+    f: impl FnOnce(Option<&[u8]>) -> R,
+) -> R {
     let mut out = EnvoyBuffer::NULL;
     // SAFETY: out-pointer is a valid local.
     let ok = unsafe {
         envoy_dynamic_module_callback_http_filter_get_attribute_string(filter, id, &mut out)
     };
     if !ok || out.ptr.is_null() {
-        return None;
+        return f(None);
     }
-    // SAFETY: Envoy filled `out` with a live buffer.
-    Some(unsafe { out.to_vec() })
+    // SAFETY: Envoy filled `out` with a buffer of the stream it keeps alive during this
+    // hook; it is read here, before any other call into Envoy.
+    f(Some(unsafe { out.as_slice() }))
 }
 
 /// A string (or number, formatted) of the stream's dynamic metadata.
@@ -336,12 +372,12 @@ pub fn dynamic_metadata(filter: FilterEnvoyPtr, ns: &str, key: &str) -> Option<V
     ok.then(|| n.to_string().into_bytes())
 }
 
-pub fn set_upstream_override_host(filter: FilterEnvoyPtr, host: &str, strict: bool) -> bool {
+pub fn set_upstream_override_host(filter: FilterEnvoyPtr, host: &[u8], strict: bool) -> bool {
     // SAFETY: the buffer points into `host`, valid for the call.
     unsafe {
         envoy_dynamic_module_callback_http_set_upstream_override_host(
             filter,
-            ModuleBuffer::of(host.as_bytes()),
+            ModuleBuffer::of(host),
             strict,
         )
     }

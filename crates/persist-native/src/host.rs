@@ -5,10 +5,12 @@
 //! *filter* (headers, attributes, the upstream override, stat updates). Calls that need the
 //! other pointer fail with `HostError` instead of reaching Envoy with a wrong one.
 
+use crate::addrs;
 use crate::ffi::{self, Attribute, ConfigEnvoyPtr, FilterEnvoyPtr, HeaderType, MetricOp};
 use crate::store::NativeStore;
 use persist_core::host::{Host, HostError, MetricId, MetricKind};
 use persist_core::store::{SharedStore, StoreError};
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -33,6 +35,10 @@ pub struct NativeHost<'a> {
     config: ConfigEnvoyPtr,
     filter: FilterEnvoyPtr,
     stats: Stats<'a>,
+    /// This hook's view of the request / response headers ([`ffi::get_headers`]), taken on
+    /// the first read and dropped when the module changes that map.
+    request_headers: RefCell<Option<Vec<ffi::EnvoyHttpHeader>>>,
+    response_headers: RefCell<Option<Vec<ffi::EnvoyHttpHeader>>>,
 }
 
 impl<'a> NativeHost<'a> {
@@ -46,6 +52,8 @@ impl<'a> NativeHost<'a> {
             config,
             filter: std::ptr::null_mut(),
             stats: Stats::Define(defined),
+            request_headers: RefCell::new(None),
+            response_headers: RefCell::new(None),
         }
     }
 
@@ -55,6 +63,8 @@ impl<'a> NativeHost<'a> {
             config: std::ptr::null_mut(),
             filter,
             stats: Stats::None,
+            request_headers: RefCell::new(None),
+            response_headers: RefCell::new(None),
         }
     }
 
@@ -65,6 +75,8 @@ impl<'a> NativeHost<'a> {
             config: std::ptr::null_mut(),
             filter,
             stats: Stats::Lookup(defined),
+            request_headers: RefCell::new(None),
+            response_headers: RefCell::new(None),
         }
     }
 
@@ -76,12 +88,77 @@ impl<'a> NativeHost<'a> {
         }
     }
 
+    fn headers(&self, kind: HeaderType) -> &RefCell<Option<Vec<ffi::EnvoyHttpHeader>>> {
+        match kind {
+            HeaderType::RequestHeader => &self.request_headers,
+            HeaderType::ResponseHeader => &self.response_headers,
+        }
+    }
+
+    /// Calls `f` with each value of header `name` (ASCII case-insensitive, as Envoy's
+    /// lookup by name), in order, until it returns `false`.
+    fn each_value(&self, kind: HeaderType, name: &str, f: impl FnMut(&[u8]) -> bool) {
+        let Ok(filter) = self.filter() else {
+            return;
+        };
+        let Ok(mut view) = self.headers(kind).try_borrow_mut() else {
+            return;
+        };
+        if view.is_none() {
+            *view = ffi::get_headers(filter, kind);
+        }
+        if let Some(headers) = view.as_deref() {
+            // SAFETY: Envoy's buffers of this hook's header map, unchanged since the view was
+            // taken (every change through this host drops the view first).
+            unsafe { values_named(headers, name, f) }
+        }
+    }
+
+    fn first_value(&self, kind: HeaderType, name: &str) -> Option<Vec<u8>> {
+        let mut out = None;
+        self.each_value(kind, name, |v| {
+            out = Some(v.to_vec());
+            false
+        });
+        out
+    }
+
+    /// The module is about to change map `kind`: Envoy's buffers of it may move.
+    fn changing(&self, kind: HeaderType) {
+        if let Ok(mut view) = self.headers(kind).try_borrow_mut() {
+            *view = None;
+        }
+    }
+
     fn metric(&self, op: MetricOp, id: MetricId, value: u64) -> Result<(), HostError> {
         let f = self.filter()?;
         if ffi::update_metric(f, op, id as usize, value) {
             Ok(())
         } else {
             Err(HostError)
+        }
+    }
+}
+
+/// Calls `f` with the value of each header named `name` (ASCII case-insensitive, as Envoy's
+/// lookup by name) in `headers`, in order, until it returns `false`.
+///
+/// # Safety
+/// Every buffer of `headers` must be readable (or null) while this runs.
+unsafe fn values_named(
+    headers: &[ffi::EnvoyHttpHeader],
+    name: &str,
+    mut f: impl FnMut(&[u8]) -> bool,
+) {
+    for h in headers {
+        // SAFETY: as the caller guarantees.
+        let key = unsafe { ffi::EnvoyBuffer::new(h.key_ptr, h.key_length).as_slice() };
+        if key.eq_ignore_ascii_case(name.as_bytes()) {
+            // SAFETY: as the caller guarantees.
+            let value = unsafe { ffi::EnvoyBuffer::new(h.value_ptr, h.value_length).as_slice() };
+            if !f(value) {
+                break;
+            }
         }
     }
 }
@@ -154,10 +231,11 @@ impl SharedStore for NativeHost<'_> {
 
 impl Host for NativeHost<'_> {
     fn request_header(&self, name: &str) -> Option<Vec<u8>> {
-        ffi::get_header(self.filter().ok()?, HeaderType::RequestHeader, name, 0).0
+        self.first_value(HeaderType::RequestHeader, name)
     }
 
     fn set_request_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        self.changing(HeaderType::RequestHeader);
         ok(ffi::set_header(
             self.filter()?,
             HeaderType::RequestHeader,
@@ -167,6 +245,7 @@ impl Host for NativeHost<'_> {
     }
 
     fn remove_request_header(&self, name: &str) -> Result<(), HostError> {
+        self.changing(HeaderType::RequestHeader);
         ok(ffi::remove_header(
             self.filter()?,
             HeaderType::RequestHeader,
@@ -175,24 +254,20 @@ impl Host for NativeHost<'_> {
     }
 
     fn response_header(&self, name: &str) -> Option<Vec<u8>> {
-        ffi::get_header(self.filter().ok()?, HeaderType::ResponseHeader, name, 0).0
+        self.first_value(HeaderType::ResponseHeader, name)
     }
 
     fn response_header_values(&self, name: &str) -> Vec<Vec<u8>> {
-        let Ok(f) = self.filter() else {
-            return Vec::new();
-        };
-        let (first, count) = ffi::get_header(f, HeaderType::ResponseHeader, name, 0);
-        let mut out: Vec<Vec<u8>> = first.into_iter().collect();
-        for i in 1..count {
-            if let (Some(v), _) = ffi::get_header(f, HeaderType::ResponseHeader, name, i) {
-                out.push(v);
-            }
-        }
+        let mut out = Vec::new();
+        self.each_value(HeaderType::ResponseHeader, name, |v| {
+            out.push(v.to_vec());
+            true
+        });
         out
     }
 
     fn add_response_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        self.changing(HeaderType::ResponseHeader);
         ok(ffi::add_header(
             self.filter()?,
             HeaderType::ResponseHeader,
@@ -202,6 +277,7 @@ impl Host for NativeHost<'_> {
     }
 
     fn remove_response_header(&self, name: &str) -> Result<(), HostError> {
+        self.changing(HeaderType::ResponseHeader);
         ok(ffi::remove_header(
             self.filter()?,
             HeaderType::ResponseHeader,
@@ -228,12 +304,15 @@ impl Host for NativeHost<'_> {
 
     fn override_upstream(&self, server: SocketAddr, strict: bool) -> Option<Result<(), HostError>> {
         Some(self.filter().and_then(|f| {
-            ok(ffi::set_upstream_override_host(
-                f,
-                &server.to_string(),
-                strict,
-            ))
+            ok(addrs::with_text(server, |text| {
+                ffi::set_upstream_override_host(f, text, strict)
+            }))
         }))
+    }
+
+    fn upstream_address(&self) -> Option<SocketAddr> {
+        let f = self.filter().ok()?;
+        ffi::with_attribute(f, Attribute::UpstreamAddress, |raw| addrs::parse(raw?))
     }
 
     fn has_upstream_override(&self) -> bool {
@@ -285,6 +364,53 @@ impl Host for NativeHost<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_values_by_name() {
+        let pairs: [(&str, &str); 6] = [
+            (":path", "/x"),
+            ("cookie", "a=1"),
+            ("set-cookie", "A=1"),
+            ("x-empty", ""),
+            ("Set-Cookie", "B=2"),
+            ("set-cookie", "C=3"),
+        ];
+        let headers: Vec<ffi::EnvoyHttpHeader> = pairs
+            .iter()
+            .map(|(k, v)| ffi::EnvoyHttpHeader {
+                key_ptr: k.as_ptr().cast(),
+                key_length: k.len(),
+                value_ptr: v.as_ptr().cast(),
+                value_length: v.len(),
+            })
+            .collect();
+        let all = |name: &str| {
+            let mut out = Vec::new();
+            // SAFETY: the buffers point into `pairs`, alive here.
+            unsafe {
+                values_named(&headers, name, |v| {
+                    out.push(String::from_utf8(v.to_vec()).unwrap());
+                    true
+                })
+            };
+            out
+        };
+        assert_eq!(all("set-cookie"), ["A=1", "B=2", "C=3"]);
+        assert_eq!(all("SET-COOKIE"), ["A=1", "B=2", "C=3"]);
+        assert_eq!(all(":path"), ["/x"]);
+        assert_eq!(all("x-empty"), [""]);
+        assert!(all("x-absent").is_empty());
+        assert!(all("cookie2").is_empty());
+        let mut first = Vec::new();
+        // SAFETY: as above.
+        unsafe {
+            values_named(&headers, "set-cookie", |v| {
+                first.push(v.to_vec());
+                false
+            })
+        };
+        assert_eq!(first, [b"A=1".to_vec()]);
+    }
 
     #[test]
     fn property_paths_map_to_attributes() {

@@ -5,6 +5,7 @@
 //! - [`ffi`]: the ABI declarations this module uses (written here from Envoy's public header).
 //! - [`host`]: `persist_core::host::Host` over those callbacks.
 //! - [`store`]: the process-wide shared data, with proxy-wasm's CAS semantics.
+//! - [`addrs`]: server addresses as text, cached per worker thread.
 //! - `workers`: each worker thread's compiled profile and `persist_core::flow::Worker`, per
 //!   filter configuration, and the background tick run from the request path.
 //! - `hooks` (not in unit tests): the exported event hooks. Each one runs its body under
@@ -15,6 +16,7 @@
 // exported hooks (absent from unit-test builds, hence the allow).
 #![cfg_attr(test, allow(dead_code))]
 
+pub mod addrs;
 mod ffi;
 pub mod guard;
 mod host;

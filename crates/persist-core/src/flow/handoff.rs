@@ -3,7 +3,6 @@
 //! load balancer decides whether that host may be used.
 
 use super::Ctx;
-use crate::addr;
 use crate::config::Handoff;
 use crate::host::Host;
 use crate::stats::Counter;
@@ -68,13 +67,19 @@ fn remove_client_copy(host: &dyn Host, header: &str) -> Result<(), crate::host::
 }
 
 fn upstream_address(host: &dyn Host) -> Option<SocketAddr> {
-    host.property(&["upstream", "address"])
-        .and_then(|raw| addr::parse(&raw))
+    host.upstream_address()
+}
+
+/// Whether no hand-off header is in play for this request: the server was named through
+/// the host's upstream override, or the host has one (then it never writes the header, and
+/// no stateful_session filter after this one answers with it).
+fn without_header(ctx: &Ctx<'_>) -> bool {
+    ctx.common.overridden || ctx.host.has_upstream_override()
 }
 
 /// Removes the stateful_session filter's response header before the client sees it.
 pub(crate) fn strip_response_header(ctx: &mut Ctx<'_>) {
-    if ctx.profile.config.handoff == Handoff::StatefulSession && !ctx.common.overridden {
+    if ctx.profile.config.handoff == Handoff::StatefulSession && !without_header(ctx) {
         let _ = ctx
             .host
             .remove_response_header(&ctx.profile.config.upstream_header);
@@ -83,7 +88,7 @@ pub(crate) fn strip_response_header(ctx: &mut Ctx<'_>) {
 
 /// The server that answered, after retries; `None` for a local reply without upstream.
 pub(crate) fn answered(ctx: &mut Ctx<'_>) -> Option<SocketAddr> {
-    if ctx.common.overridden {
+    if without_header(ctx) {
         return upstream_address(ctx.host);
     }
     let config = &ctx.profile.config;

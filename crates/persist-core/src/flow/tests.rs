@@ -371,6 +371,35 @@ fn native_override_names_the_host_directly() {
 }
 
 #[test]
+fn native_host_learns_a_new_client_from_upstream_address_only() {
+    let mut host = RecordingHost::new(NOW_MS);
+    host.native_override = true;
+    let mut s = Sim::on(
+        host,
+        &format!(r#"{{"name":"p","type":"http_cookie",{KEY}}}"#),
+    );
+    // No server named: nothing hands one over in a header natively, so a response header
+    // of that name (here a backend's, naming B) is neither read nor removed; the server that
+    // answered is the upstream address.
+    let mut r = s.request(&[]);
+    let answer = Answer {
+        upstream: Some(A),
+        session_header: Some(B),
+        details: "via_upstream",
+    };
+    s.respond(&mut r, answer);
+    assert!(!s
+        .host
+        .calls
+        .borrow()
+        .iter()
+        .any(|c| matches!(c, Call::RemoveResponseHeader(_))));
+    let cookie = s.cookie();
+    let _ = s.request(&[("cookie", &cookie)]);
+    assert_eq!(s.host.writes(), vec![Call::OverrideUpstream(a(A), false)]);
+}
+
+#[test]
 fn strict_is_passed_to_the_native_override_and_refused_without_one() {
     let json = format!(r#"{{"name":"p","type":"http_cookie","strict":true,{KEY}}}"#);
     // A host that hands the server over in a header cannot honour it: one line naming it,

@@ -50,6 +50,13 @@ pub trait Host: SharedStore {
     /// A request or connection property, e.g. `["source", "address"]`.
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
 
+    /// The address of the upstream host that answered (the property `upstream.address`).
+    /// A host may answer it without the copy and parse of [`Host::property`].
+    fn upstream_address(&self) -> Option<SocketAddr> {
+        self.property(&["upstream", "address"])
+            .and_then(|raw| crate::addr::parse(&raw))
+    }
+
     /// Wall-clock milliseconds since the Unix epoch.
     fn now_ms(&self) -> Option<u64>;
     /// Fills `buf` from the host's random source; `false` when it has none.
