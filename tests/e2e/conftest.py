@@ -327,6 +327,110 @@ def deep_merge(base, override):
     return out
 
 
+# --- the two builds ----------------------------------------------------------------------------
+#
+# A test module marked `both_builds` runs every test twice: `build` is "wasm" (the example as
+# shipped) and "native" (the same example, its wasm filter turned into the dynamic-module filter
+# with the same plugin JSON: to_native). Anything the native module cannot express is skipped
+# there, the reason in the skip message.
+
+BUILDS = ("wasm", "native")
+STATEFUL_SESSION = "envoy.filters.http.stateful_session"
+HEADER_MUTATION = "envoy.filters.http.header_mutation"
+
+
+def to_native(cfg):
+    """Turns a wasm example (already patched) into its native form, in place, as the
+    envoy/native-*.yaml examples are written: the wasm filter becomes
+    envoy.filters.http.dynamic_modules with the same plugin JSON; the stateful_session filter
+    after it goes (the module names the host through the ABI), its `strict` moving into the
+    plugin JSON; the header_mutation entries that only removed a client's copy of the
+    hand-off header go too (the module removes it itself, and the tests check that); the
+    stats tag regex follows the stats to Envoy's dynamic-module namespace. Returns whether the
+    configuration was strict. Skips (pytest.skip) what has no native form."""
+    strict = False
+    for hcm in _hcm_configs(cfg):
+        filters = hcm["http_filters"]
+        handoff_headers = set()
+        for f in filters:
+            if f["name"] == STATEFUL_SESSION:
+                tc = f["typed_config"]
+                handoff_headers.add(tc["session_state"]["typed_config"]["name"].lower())
+                strict = strict or bool(tc.get("strict"))
+        out = []
+        for f in filters:
+            tc = f.get("typed_config", {})
+            if tc.get("@type", "").endswith(".filters.http.wasm.v3.Wasm"):
+                text = tc["config"]["configuration"]["value"]
+                try:
+                    plugin = json.loads(text)
+                except ValueError:
+                    plugin = None
+                if isinstance(plugin, dict):
+                    if "mirror" in plugin:
+                        pytest.skip("mirror is wasm-only: the native module has no gRPC client "
+                                    "(README \"Native module\")")
+                    handoff_headers.add(plugin.get("upstream_header", HANDOFF_HEADER).lower())
+                out.append({"name": NATIVE_FILTER, "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+                    "dynamic_module_config": {"name": native_path().stem.removeprefix("lib")},
+                    "filter_name": "persist",
+                    "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": text},
+                }})
+            elif f["name"] == STATEFUL_SESSION:
+                continue
+            elif f["name"] == HEADER_MUTATION:
+                m = tc.get("mutations", {})
+                for side in ("request_mutations", "response_mutations"):
+                    if side in m:
+                        m[side] = [x for x in m[side] if str(x.get("remove", "")).lower() not in handoff_headers]
+                        if not m[side]:
+                            del m[side]
+                if m:
+                    out.append(f)
+            else:
+                out.append(f)
+        hcm["http_filters"] = out
+    for c in cfg["static_resources"]["clusters"]:
+        for p in c.get("load_balancing_policy", {}).get("policies", []):
+            if "override_host" in p["typed_extension_config"]["name"]:
+                pytest.skip("hand-off override_host (this load balancing policy) is the wasm module's: the "
+                            "native module names the host through the ABI's upstream override "
+                            "(README \"Native module\")")
+    if strict:
+        for f in _native_filters(cfg):
+            fc = f["typed_config"]["filter_config"]
+            plugin = json.loads(fc["value"])
+            plugin["strict"] = True
+            fc["value"] = json.dumps(plugin)
+    for tag in cfg.get("stats_config", {}).get("stats_tags", []):
+        if "regex" in tag:
+            tag["regex"] = tag["regex"].replace("wasmcustom", "dynamicmodulescustom")
+    assert not list(_wasm_filters(cfg))
+    return strict
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "both_builds: run each test against the wasm module and the native "
+                                       "module (the `build` fixture)")
+    config.addinivalue_line("markers", "wasm_only(reason): under both_builds, the native run is skipped with "
+                                       "this reason")
+
+
+def pytest_generate_tests(metafunc):
+    if "build" not in metafunc.fixturenames or not metafunc.definition.get_closest_marker("both_builds"):
+        return
+    only = metafunc.definition.get_closest_marker("wasm_only")
+    native = pytest.param("native", marks=pytest.mark.skip(reason=only.args[0])) if only else "native"
+    metafunc.parametrize("build", ["wasm", native], indirect=True)
+
+
+@pytest.fixture
+def build(request):
+    """The build under test: "wasm" unless the module is marked both_builds."""
+    return getattr(request, "param", "wasm")
+
+
 def plugin_config(handoff="stateful_session", **over):
     """A test plugin config: named `e2e`, a fixed key, overridable (deep merge)."""
     base = {"name": "e2e", "type": "http_cookie", "handoff": handoff,
@@ -335,7 +439,10 @@ def plugin_config(handoff="stateful_session", **over):
 
 
 class Envoy:
-    def __init__(self, example, plugin, backends, workdir, concurrency=2, patch=None):
+    def __init__(self, example, plugin, backends, workdir, concurrency=2, patch=None, build="wasm"):
+        assert build in BUILDS, build
+        self.build = build
+        self.strict = False
         self.example = example
         self.backends = backends
         self.workdir = workdir
@@ -356,6 +463,9 @@ class Envoy:
         self._patch(plugin_text)
         if patch:
             patch(self.cfg)
+        if build == "native" and not self.native:
+            self.strict = to_native(self.cfg)
+            self.native = True
         idx = len(list(workdir.glob("envoy-*.yaml")))
         self.cfg_path = workdir / f"envoy-{idx}.yaml"
         self.log_path = workdir / f"envoy-{idx}.log"
@@ -679,12 +789,13 @@ class Envoy:
 
 
 @pytest.fixture
-def envoy_factory(backends, tmp_path):
-    """envoy_factory(example, plugin=None|dict|str, concurrency=2, patch=None, start=True)."""
+def envoy_factory(backends, tmp_path, build):
+    """envoy_factory(example, plugin=None|dict|str, concurrency=2, patch=None, start=True),
+    in the test's build (a wasm example is turned into its native form for "native")."""
     started = []
 
     def make(example="http-cookie.yaml", plugin=None, concurrency=2, patch=None, start=True):
-        e = Envoy(example, plugin, backends, tmp_path, concurrency=concurrency, patch=patch)
+        e = Envoy(example, plugin, backends, tmp_path, concurrency=concurrency, patch=patch, build=build)
         started.append(e)
         if start:
             e.start()
@@ -738,6 +849,10 @@ def assert_new_clients_spread_and_stick(envoy, clients=8, again=3):
 
 
 def handoff_value(envoy, backend):
+    """The hand-off header the backend sees when `backend` was named: none natively (the
+    module names the host through the ABI, and removes any client copy)."""
+    if envoy.native:
+        return None
     return backend.b64 if envoy.handoff == "stateful_session" else backend.addr
 
 
