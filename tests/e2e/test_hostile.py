@@ -21,8 +21,12 @@ import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 import persist_codec as codec
 from conftest import LOCAL
+
+pytestmark = pytest.mark.both_builds
 
 # A server that is not in the cluster: a client naming it must never get it to the backend.
 FAKE = "10.255.255.1:1"
