@@ -229,6 +229,19 @@ pub extern "C" fn envoy_dynamic_module_callback_http_set_upstream_override_host(
     true
 }
 
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_set_filter_state_bytes(
+    _filter: *mut c_void,
+    key: Buffer,
+    value: Buffer,
+) -> bool {
+    // The module sets the access-log state: `wasm.persist.*`, a decision or type name.
+    let k = std::str::from_utf8(key.bytes()).expect("filter state key is UTF-8");
+    assert!(k.starts_with("wasm.persist."), "filter state key {k:?}");
+    assert!(!value.bytes().is_empty());
+    true
+}
+
 static NEXT_METRIC: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 fn define(name: Buffer, id: *mut usize) -> u32 {

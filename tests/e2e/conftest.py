@@ -339,6 +339,110 @@ def deep_merge(base, override):
     return out
 
 
+# --- the two builds ----------------------------------------------------------------------------
+#
+# A test module marked `both_builds` runs every test twice: `build` is "wasm" (the example as
+# shipped) and "native" (the same example, its wasm filter turned into the dynamic-module filter
+# with the same plugin JSON: to_native). Anything the native module cannot express is skipped
+# there, the reason in the skip message.
+
+BUILDS = ("wasm", "native")
+STATEFUL_SESSION = "envoy.filters.http.stateful_session"
+HEADER_MUTATION = "envoy.filters.http.header_mutation"
+
+
+def to_native(cfg):
+    """Turns a wasm example (already patched) into its native form, in place, as the
+    envoy/native-*.yaml examples are written: the wasm filter becomes
+    envoy.filters.http.dynamic_modules with the same plugin JSON; the stateful_session filter
+    after it goes (the module names the host through the ABI), its `strict` moving into the
+    plugin JSON; the header_mutation entries that only removed a client's copy of the
+    hand-off header go too (the module removes it itself, and the tests check that); the
+    stats tag regex follows the stats to Envoy's dynamic-module namespace. Returns whether the
+    configuration was strict. Skips (pytest.skip) what has no native form."""
+    strict = False
+    for hcm in _hcm_configs(cfg):
+        filters = hcm["http_filters"]
+        handoff_headers = set()
+        for f in filters:
+            if f["name"] == STATEFUL_SESSION:
+                tc = f["typed_config"]
+                handoff_headers.add(tc["session_state"]["typed_config"]["name"].lower())
+                strict = strict or bool(tc.get("strict"))
+        out = []
+        for f in filters:
+            tc = f.get("typed_config", {})
+            if tc.get("@type", "").endswith(".filters.http.wasm.v3.Wasm"):
+                text = tc["config"]["configuration"]["value"]
+                try:
+                    plugin = json.loads(text)
+                except ValueError:
+                    plugin = None
+                if isinstance(plugin, dict):
+                    if "mirror" in plugin:
+                        pytest.skip("mirror is wasm-only: the native module has no gRPC client "
+                                    "(README \"Native module\")")
+                    handoff_headers.add(plugin.get("upstream_header", HANDOFF_HEADER).lower())
+                out.append({"name": NATIVE_FILTER, "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+                    "dynamic_module_config": {"name": native_path().stem.removeprefix("lib")},
+                    "filter_name": "persist",
+                    "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": text},
+                }})
+            elif f["name"] == STATEFUL_SESSION:
+                continue
+            elif f["name"] == HEADER_MUTATION:
+                m = tc.get("mutations", {})
+                for side in ("request_mutations", "response_mutations"):
+                    if side in m:
+                        m[side] = [x for x in m[side] if str(x.get("remove", "")).lower() not in handoff_headers]
+                        if not m[side]:
+                            del m[side]
+                if m:
+                    out.append(f)
+            else:
+                out.append(f)
+        hcm["http_filters"] = out
+    for c in cfg["static_resources"]["clusters"]:
+        for p in c.get("load_balancing_policy", {}).get("policies", []):
+            if "override_host" in p["typed_extension_config"]["name"]:
+                pytest.skip("hand-off override_host (this load balancing policy) is the wasm module's: the "
+                            "native module names the host through the ABI's upstream override "
+                            "(README \"Native module\")")
+    if strict:
+        for f in _native_filters(cfg):
+            fc = f["typed_config"]["filter_config"]
+            plugin = json.loads(fc["value"])
+            plugin["strict"] = True
+            fc["value"] = json.dumps(plugin)
+    for tag in cfg.get("stats_config", {}).get("stats_tags", []):
+        if "regex" in tag:
+            tag["regex"] = tag["regex"].replace("wasmcustom", "dynamicmodulescustom")
+    assert not list(_wasm_filters(cfg))
+    return strict
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "both_builds: run each test against the wasm module and the native "
+                                       "module (the `build` fixture)")
+    config.addinivalue_line("markers", "wasm_only(reason): under both_builds, the native run is skipped with "
+                                       "this reason")
+
+
+def pytest_generate_tests(metafunc):
+    if "build" not in metafunc.fixturenames or not metafunc.definition.get_closest_marker("both_builds"):
+        return
+    only = metafunc.definition.get_closest_marker("wasm_only")
+    native = pytest.param("native", marks=pytest.mark.skip(reason=only.args[0])) if only else "native"
+    metafunc.parametrize("build", ["wasm", native], indirect=True)
+
+
+@pytest.fixture
+def build(request):
+    """The build under test: "wasm" unless the module is marked both_builds."""
+    return getattr(request, "param", "wasm")
+
+
 def plugin_config(handoff="stateful_session", **over):
     """A test plugin config: named `e2e`, a fixed key, overridable (deep merge)."""
     base = {"name": "e2e", "type": "http_cookie", "handoff": handoff,
@@ -347,7 +451,10 @@ def plugin_config(handoff="stateful_session", **over):
 
 
 class Envoy:
-    def __init__(self, example, plugin, backends, workdir, concurrency=2, patch=None):
+    def __init__(self, example, plugin, backends, workdir, concurrency=2, patch=None, build="wasm"):
+        assert build in BUILDS, build
+        self.build = build
+        self.strict = False
         self.example = example
         self.backends = backends
         self.workdir = workdir
@@ -368,6 +475,9 @@ class Envoy:
         self._patch(plugin_text)
         if patch:
             patch(self.cfg)
+        if build == "native" and not self.native:
+            self.strict = to_native(self.cfg)
+            self.native = True
         idx = len(list(workdir.glob("envoy-*.yaml")))
         self.cfg_path = workdir / f"envoy-{idx}.yaml"
         self.log_path = workdir / f"envoy-{idx}.log"
@@ -444,8 +554,10 @@ class Envoy:
 
     # process -----------------------------------------------------------------------------------
     def command(self):
+        # Access-log files are flushed every 100 ms (Envoy's default: 10 s).
         return [envoy_bin(), "-c", str(self.cfg_path), "--concurrency", str(self.concurrency),
-                "--disable-hot-restart", "--log-level", "info", "--drain-time-s", "1"]
+                "--disable-hot-restart", "--log-level", "info", "--drain-time-s", "1",
+                "--file-flush-interval-msec", "100"]
 
     @property
     def module_path(self):
@@ -568,19 +680,55 @@ class Envoy:
         s = self.stats("^" + re.escape(self.stats_prefix + "persist."))
         return {k[len(prefix):]: v for k, v in s.items() if k.startswith(prefix)}
 
+    # Counters a request makes while Envoy runs its hooks (the rest, `expired` and `entries`
+    # from the sweep, `error`, the mirror's, may also come from the worker's tick).
+    TRAFFIC_COUNTERS = frozenset({"hit", "miss", "new", "rebind", "invalid", "evicted", "handoff_ignored"})
+    # Natively the counts leave in the response-headers hook, before the response does.
+    NATIVE_SETTLE = 0.2
+
+    def _counters_and_traffic(self):
+        """(the filter's counters, requests the HTTP connection managers completed): one
+        admin call."""
+        prefix = f"{self.stats_prefix}persist.{self.profile}."
+        s = self.stats("^(" + re.escape(self.stats_prefix + "persist.") + r"|http\.)")
+        counters = {k[len(prefix):]: v for k, v in s.items() if k.startswith(prefix)}
+        traffic = sum(v for k, v in s.items() if re.fullmatch(r"http\.(?!admin\.)[^.]+\.downstream_rq_completed", k))
+        return counters, traffic
+
     def wait_counters(self, expected, timeout=6.0, settle=1.3):
-        """Polls until every counter in `expected` has exactly its value (workers flush once a
-        second), then waits `settle` seconds and checks again that nothing more arrived."""
+        """Polls until every counter in `expected` has exactly its value, then checks again,
+        `settle` seconds later, that nothing more arrived.
+
+        A wasm worker flushes its counts once a second: `settle` (one flush and a margin) is
+        counted from the observed change, or, when `expected` holds only counters requests
+        make, from the last moment a request could have completed (Envoy's
+        downstream_rq_completed did not move since), which the counts of every request
+        before it follow within a flush. The native module flushes before each response
+        leaves Envoy: once the client has its responses nothing more comes, a short settle
+        checks it."""
         last = None
+        traffic_only = set(expected) <= self.TRAFFIC_COUNTERS
+        quiet_since, traffic = None, None
         for _ in deadline_loop(timeout, 0.2):
-            last = self.counters()
+            last, now_traffic = self._counters_and_traffic()
+            if now_traffic != traffic:  # every request it counts completed before now
+                quiet_since, traffic = time.monotonic(), now_traffic
             if all(last.get(k) == v for k, v in expected.items()):
                 break
         assert last is not None and all(last.get(k) == v for k, v in expected.items()), \
             f"counters: expected {expected}, got {last}"
         if settle:
-            time.sleep(settle)
-            again = self.counters()
+            if self.native:
+                until = quiet_since + self.NATIVE_SETTLE
+            elif traffic_only:
+                until = quiet_since + settle
+            else:
+                until = time.monotonic() + settle
+            time.sleep(max(0.0, until - time.monotonic()))
+            again, now_traffic = self._counters_and_traffic()
+            if now_traffic != traffic:  # a request completed meanwhile: a full settle after it
+                time.sleep(settle)
+                again, _ = self._counters_and_traffic()
             assert all(again.get(k) == v for k, v in expected.items()), \
                 f"counters went on changing: expected {expected}, got {again}"
             last = again
@@ -694,16 +842,17 @@ class Envoy:
 
 
 @pytest.fixture
-def envoy_factory(backends, tmp_path):
+def envoy_factory(backends, tmp_path, build):
     """envoy_factory(example, plugin=None|dict|str, concurrency=2, patch=None, start=True,
-    servers=None): `servers`, the backends the example's endpoints become (default: the
-    three of the `backends` fixture)."""
+    servers=None), in the test's build (a wasm example is turned into its native form for
+    "native"); `servers`: the backends the example's endpoints become (default: the three of
+    the `backends` fixture)."""
     started = []
 
     def make(example="http-cookie.yaml", plugin=None, concurrency=2, patch=None, start=True,
              servers=None):
         e = Envoy(example, plugin, servers if servers is not None else backends, tmp_path,
-                  concurrency=concurrency, patch=patch)
+                  concurrency=concurrency, patch=patch, build=build)
         started.append(e)
         if start:
             e.start()
@@ -757,6 +906,10 @@ def assert_new_clients_spread_and_stick(envoy, clients=8, again=3):
 
 
 def handoff_value(envoy, backend):
+    """The hand-off header the backend sees when `backend` was named: none natively (the
+    module names the host through the ABI, and removes any client copy)."""
+    if envoy.native:
+        return None
     return backend.b64 if envoy.handoff == "stateful_session" else backend.addr
 
 

@@ -8,6 +8,8 @@ import pytest
 
 from conftest import _hcm_configs, deadline_loop, plugin_config
 
+pytestmark = pytest.mark.both_builds
+
 FORMAT = ('{"decision":"%FILTER_STATE(wasm.persist.decision:PLAIN)%",'
           '"type":"%FILTER_STATE(wasm.persist.type:PLAIN)%","path":"%REQ(:PATH)%",'
           '"code":"%RESPONSE_CODE%"}\n')

@@ -7,8 +7,12 @@ import string
 import struct
 import time
 
+import pytest
+
 import persist_codec as codec
 from conftest import KEY1, KEY2, first_cookie, plugin_config
+
+pytestmark = pytest.mark.both_builds
 
 TIMEOUT_S = 1200          # "20m"
 ABSOLUTE_S = 3600         # "1h"

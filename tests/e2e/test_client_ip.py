@@ -3,7 +3,11 @@ the last X-Forwarded-For entry, else the peer), masked by ipv4_prefix / ipv6_pre
 envoy/client-ip.yaml as shipped (/24 and /64), except where said. Clients are simulated with
 X-Forwarded-For (documentation ranges); every connection is on loopback."""
 
-from conftest import assert_sticks, kill_and_rebind, spread
+import pytest
+
+from conftest import assert_sticks, handoff_value, kill_and_rebind, spread
+
+pytestmark = pytest.mark.both_builds
 
 EXAMPLE = "client-ip.yaml"
 
@@ -20,7 +24,7 @@ def test_same_client_sticks_on_every_worker(envoy_factory, backends):
     assert "x-persist-upstream" not in first.echoed
     server = backends.by_name(first.server)
     r = from_ip(envoy, "198.51.100.7")
-    assert r.echoed.get("x-persist-upstream") == server.b64
+    assert r.echoed.get("x-persist-upstream") == handoff_value(envoy, server)
     assert_sticks(envoy, lambda i: from_ip(envoy, "198.51.100.7", f"/p/{i}"), server.name, n=22)
     envoy.wait_counters({"miss": 1, "new": 1, "hit": 23, "rebind": 0, "invalid": 0})
     envoy.wait_entries(1)

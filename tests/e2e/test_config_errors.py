@@ -1,5 +1,5 @@
-"""Every bad plugin configuration is refused: Envoy exits non-zero, and its log has one line
-saying `invalid configuration` that names the field."""
+"""Every bad plugin configuration is refused, by both builds: Envoy exits non-zero, and its log
+has a line saying `invalid configuration` that names the field (natively exactly one line)."""
 
 import base64
 import json
@@ -8,6 +8,10 @@ import re
 import pytest
 
 from conftest import KEY1, Envoy
+
+pytestmark = pytest.mark.both_builds
+MIRROR_IS_WASM_ONLY = pytest.mark.wasm_only(
+    "mirror is wasm-only: the native module refuses any `mirror` section (test_native)")
 
 GOOD_KEY = base64.b64encode(KEY1).decode()
 
@@ -85,12 +89,14 @@ BAD += [
 ]
 
 
-def assert_refused(example, text, field, backends, tmp_path):
-    envoy = Envoy(example, text, backends, tmp_path)
+def assert_refused(example, text, field, backends, tmp_path, build="wasm"):
+    envoy = Envoy(example, text, backends, tmp_path, build=build)
     rc, log = envoy.run_to_exit(timeout=30)
     assert rc != 0, f"Envoy accepted {text!r}"
     lines = [l for l in log.splitlines() if "invalid configuration" in l]
     assert lines, f"no 'invalid configuration' line for {text!r}:\n" + "\n".join(log.splitlines()[-15:])
+    if envoy.native:
+        assert len(lines) == 1, f"expected one 'invalid configuration' line for {text!r}:\n" + "\n".join(lines)
     if field is not None:
         fields = field if isinstance(field, tuple) else (field,)
         named = [l for l in lines for f in fields
@@ -99,13 +105,13 @@ def assert_refused(example, text, field, backends, tmp_path):
 
 
 @pytest.mark.parametrize("case,text,field", BAD, ids=[b[0] for b in BAD])
-def test_bad_configuration_is_refused(case, text, field, backends, tmp_path):
-    assert_refused("http-cookie.yaml", text, field, backends, tmp_path)
+def test_bad_configuration_is_refused(case, text, field, backends, tmp_path, build):
+    assert_refused("http-cookie.yaml", text, field, backends, tmp_path, build)
 
 
 # `strict` is honoured only by a build that names the server itself (the native module): the
 # wasm module refuses it, naming the field (its strict mode is the `strict` of the
-# stateful_session filter after it). test_native accepts the same JSON natively.
+# stateful_session filter after it); the native module accepts the same JSON.
 WASM_ONLY_BAD = [
     ("strict-true-on-wasm", cfg(strict=True), "strict"),
     ("strict-true-on-wasm-table", typed("http_header", header={"name": "x-user"}, strict=True), "strict"),
@@ -113,8 +119,13 @@ WASM_ONLY_BAD = [
 
 
 @pytest.mark.parametrize("case,text,field", WASM_ONLY_BAD, ids=[b[0] for b in WASM_ONLY_BAD])
-def test_strict_is_refused_by_the_wasm_module(case, text, field, backends, tmp_path):
-    assert_refused("http-cookie.yaml", text, field, backends, tmp_path)
+def test_strict_is_refused_by_the_wasm_module_and_accepted_natively(case, text, field, backends, tmp_path, build):
+    if build == "wasm":
+        assert_refused("http-cookie.yaml", text, field, backends, tmp_path, build)
+        return
+    rc, out = Envoy("http-cookie.yaml", text, backends, tmp_path, build=build).validate()
+    assert rc == 0, out[-3000:]
+    assert "invalid configuration" not in out
 
 
 # `mirror` (SPEC 2.4), in envoy/mirror.yaml, which has the `etcd` cluster the section names:
@@ -155,9 +166,10 @@ MIRROR_BAD = [
 ]
 
 
+@MIRROR_IS_WASM_ONLY
 @pytest.mark.parametrize("case,text,field", MIRROR_BAD, ids=[b[0] for b in MIRROR_BAD])
-def test_bad_mirror_configuration_is_refused(case, text, field, backends, tmp_path):
-    assert_refused("mirror.yaml", text, field, backends, tmp_path)
+def test_bad_mirror_configuration_is_refused(case, text, field, backends, tmp_path, build):
+    assert_refused("mirror.yaml", text, field, backends, tmp_path, build)
 
 
 GOOD = [
@@ -195,10 +207,10 @@ GOOD = [
 
 
 @pytest.mark.parametrize("case,text", GOOD, ids=[g[0] for g in GOOD])
-def test_valid_configuration_is_accepted(case, text, backends, tmp_path):
+def test_valid_configuration_is_accepted(case, text, backends, tmp_path, build):
     """Control for the refusals above: the same harness with valid JSON passes validation
-    (which runs the plugin's on_configure)."""
-    rc, out = Envoy("http-cookie.yaml", text, backends, tmp_path).validate()
+    (which runs the plugin's on_configure, or the module's configuration hook)."""
+    rc, out = Envoy("http-cookie.yaml", text, backends, tmp_path, build=build).validate()
     assert rc == 0, out[-3000:]
     assert "invalid configuration" not in out
 
@@ -217,9 +229,10 @@ MIRROR_GOOD = [
 ]
 
 
+@MIRROR_IS_WASM_ONLY
 @pytest.mark.parametrize("case,text", MIRROR_GOOD, ids=[g[0] for g in MIRROR_GOOD])
-def test_valid_mirror_configuration_is_accepted(case, text, backends, tmp_path):
+def test_valid_mirror_configuration_is_accepted(case, text, backends, tmp_path, build):
     """Control for the mirror refusals: the same JSON shapes, valid, in envoy/mirror.yaml."""
-    rc, out = Envoy("mirror.yaml", text, backends, tmp_path).validate()
+    rc, out = Envoy("mirror.yaml", text, backends, tmp_path, build=build).validate()
     assert rc == 0, out[-3000:]
     assert "invalid configuration" not in out

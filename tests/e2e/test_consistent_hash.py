@@ -15,6 +15,8 @@ import pytest
 
 from conftest import HANDOFF_HEADER, LOCAL, Response, deadline_loop
 
+pytestmark = pytest.mark.both_builds
+
 HASH_HEADER = "x-persist-hash"
 EXAMPLE = "consistent-hash.yaml"
 

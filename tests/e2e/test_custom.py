@@ -6,7 +6,9 @@ query sources (same example, the Lua filter's metadata unused)."""
 
 import pytest
 
-from conftest import assert_sticks, kill_and_rebind, spread
+from conftest import assert_sticks, handoff_value, kill_and_rebind, spread
+
+pytestmark = pytest.mark.both_builds
 
 EXAMPLE = "custom-lua.yaml"
 
@@ -30,7 +32,7 @@ def test_lua_key_sticky_on_every_worker(envoy_factory, backends):
     assert "x-persist-upstream" not in first.echoed
     server = backends.by_name(first.server)
     r = tenant(envoy, "acme", 1)
-    assert r.server == server.name and r.echoed.get("x-persist-upstream") == server.b64
+    assert r.server == server.name and r.echoed.get("x-persist-upstream") == handoff_value(envoy, server)
     assert r.echoed.get("x-tenant") == "ACME"  # the request itself is untouched
     assert_sticks(envoy, lambda i: tenant(envoy, "acme", i), server.name, n=24)
     envoy.wait_counters({"miss": 1, "new": 1, "hit": 25, "rebind": 0, "invalid": 0})

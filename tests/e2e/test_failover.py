@@ -9,6 +9,8 @@ import pytest
 import persist_codec as codec
 from conftest import KEY1, first_cookie, free_port, plugin_config
 
+pytestmark = pytest.mark.both_builds
+
 
 def pin_and_kill(envoy, backends):
     r, c = first_cookie(envoy)

@@ -4,8 +4,12 @@ Plus and BIG-IP pin to the server they name, and what the filter writes is that 
 import base64
 import time
 
+import pytest
+
 import persist_codec as codec
 from conftest import free_port, plugin_config
+
+pytestmark = pytest.mark.both_builds
 
 
 def fmt_config(fmt, **over):

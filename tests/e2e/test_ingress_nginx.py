@@ -6,7 +6,11 @@ Envoy; the filter writes ingress-nginx's `persistent` form."""
 import random
 import time
 
+import pytest
+
 import persist_codec as codec
+
+pytestmark = pytest.mark.both_builds
 
 BACKEND = "default-web-80"
 NAME = "INGRESSCOOKIE"

@@ -1,12 +1,15 @@
 """Core behaviour with both hand-offs: stickiness, load spread, the hand-off header is never
 the client's, other cookies and the backend's own cookies pass untouched."""
 
+import re
 from collections import Counter
 from urllib.parse import quote
 
 import pytest
 
 from conftest import first_cookie, handoff_value, plugin_config
+
+pytestmark = pytest.mark.both_builds
 
 HANDOFFS = [
     ("http-cookie.yaml", "stateful_session"),
@@ -124,14 +127,17 @@ def test_stats_names_at_both_endpoints(envoy_factory):
     envoy = start(envoy_factory, "http-cookie.yaml", "stateful_session", name="shop-1")
     first_cookie(envoy)
     envoy.wait_counters({"miss": 1, "new": 1}, settle=0)
-    stats = envoy.stats(r"^wasmcustom\.persist\.")
+    stats = envoy.stats("^" + re.escape(envoy.stats_prefix + "persist."))
     for c in ("hit", "miss", "new", "rebind", "invalid", "error"):
-        assert f"wasmcustom.persist.shop-1.{c}" in stats, stats
-    # The examples' stats_tags turn the profile into a label (its `-` kept).
+        assert f"{envoy.stats_prefix}persist.shop-1.{c}" in stats, stats
+    # The examples' stats_tags turn the profile into a label (its `-` kept). Envoy puts no
+    # `envoy_` prefix on the wasm namespace; natively the metric names keep Envoy's prefix
+    # and the namespace (README "Native module").
+    metric = "envoy_dynamicmodulescustom_persist_" if envoy.native else "persist_"
     prom = envoy.admin("/stats/prometheus")
-    lines = [l for l in prom.splitlines() if l.startswith("persist_")]
-    assert 'persist_miss{profile="shop-1"} 1' in lines, lines
-    assert 'persist_new{profile="shop-1"} 1' in lines, lines
+    lines = [l for l in prom.splitlines() if l.startswith(metric)]
+    assert metric + 'miss{profile="shop-1"} 1' in lines, lines
+    assert metric + 'new{profile="shop-1"} 1' in lines, lines
 
 
 def rename_handoff_header(name):

@@ -4,8 +4,12 @@ counted invalid and re-issued, key rotation, failover, strict."""
 
 import time
 
+import pytest
+
 import persist_codec as codec
 from conftest import KEY1, KEY2, deep_merge
+
+pytestmark = pytest.mark.both_builds
 
 HEADER = "x-persist-session"
 

@@ -219,6 +219,12 @@ pub fn property_source<'a>(path: &[&'a str]) -> Option<PropertySource<'a>> {
     Some(PropertySource::Attribute(attr))
 }
 
+/// The filter-state key of the core's state `name`: the key Envoy gives the wasm module's
+/// (`proxy_set_property` of a one-segment path stores it as `wasm.<name>`).
+pub fn filter_state_key(name: &str) -> String {
+    format!("wasm.{name}")
+}
+
 impl SharedStore for NativeHost<'_> {
     fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
         NativeStore::global().get(key)
@@ -324,6 +330,13 @@ impl Host for NativeHost<'_> {
         false
     }
 
+    /// Under the key the wasm module's state gets from Envoy (`wasm.` + `name`): one
+    /// access-log format serves both builds (README "Access logs and dashboards").
+    fn set_filter_state(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        let f = self.filter()?;
+        ok(ffi::set_filter_state(f, &filter_state_key(name), value))
+    }
+
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError> {
         match self.stats {
             Stats::None => Err(HostError),
@@ -410,6 +423,18 @@ mod tests {
             })
         };
         assert_eq!(first, [b"A=1".to_vec()]);
+    }
+
+    #[test]
+    fn filter_state_keys_are_the_wasm_modules() {
+        assert_eq!(
+            filter_state_key(persist_core::flow::DECISION_STATE),
+            "wasm.persist.decision"
+        );
+        assert_eq!(
+            filter_state_key(persist_core::flow::TYPE_STATE),
+            "wasm.persist.type"
+        );
     }
 
     #[test]
