@@ -39,6 +39,7 @@ PLANS = {
     "get_absent_header": ("get_absent_header=64", 64, "get a request header the request lacks"),
     "set_header": ("set_header=32", 32, "replace a request header (Envoy then re-chooses the route)"),
     "remove_absent_header": ("remove_absent_header=32", 32, "remove a request header the request lacks"),
+    "get_absent_response_header": ("get_absent_response_header=64", 64, "get a response header the response lacks"),
     "get_property": ("get_property=32", 32, "get the property `upstream.address` (response)"),
     "set_property": ("set_property=32", 32, "set a filter state key (response; the access-log state)"),
     "time": ("time=64", 64, "get the current time"),
@@ -47,7 +48,12 @@ PLANS = {
 
 
 def config(plan, port, admin_port):
-    lines = run.snippet("filters-hostcall.yaml", PROBE_WASM=PROBE, PLAN=PLANS[plan][0])
+    return config_for(PLANS[plan][0], port, admin_port)
+
+
+def config_for(plan_text, port, admin_port):
+    """An Envoy configuration running the probe with `plan_text` (e.g. "get_header=8")."""
+    lines = run.snippet("filters-hostcall.yaml", PROBE_WASM=PROBE, PLAN=plan_text)
     base = run.fill(os.path.join(BENCH, "envoy", "base.yaml"), ADMIN_PORT=admin_port, PORT=port,
                     BACKEND1=run.BACKENDS[0], BACKEND2=run.BACKENDS[1], BACKEND3=run.BACKENDS[2],
                     HTTP_FILTERS="@@FILTERS@@")

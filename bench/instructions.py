@@ -3,13 +3,16 @@ CPU time per request is too noisy (a shared host). Not part of `make bench`.
 
     python3 bench/instructions.py NAME=ENVOY:MODE[:MODULE.so] ...
 
-ENVOY is a configuration of bench/run.py (plain, native, dm-cookie, dm-header, dm-app, dm-ip);
-MODE the requests: new (no cookie), steady (the cookie of a first response), header (x-user
+ENVOY is a configuration of bench/run.py (plain, native, floor, cookie, header, app, ip,
+dm-cookie, dm-header, dm-app, dm-ip), or `probe/<plan>` for the host-call probe of
+bench/hostcalls.py with that plan (e.g. `probe/get_header=16`; `probe/` alone: no call); MODE the requests: new (no cookie), pinned (the
+floor's fixed x-persist-upstream), steady (the cookie of a first response), header (x-user
 u0..u199), app (JSESSIONID s0..s199, learned through /login first), xff (X-Forwarded-For,
 200 addresses); MODULE a build of libenvoy_persist_native.so for the dm-* configurations
 (default: target/native). Envoy runs under `valgrind --tool=callgrind --instr-atstart=no`
 (`--concurrency 1`); after a warm-up (and the keys learned), counting is switched on for
-IR_N requests (default 1000) on one keep-alive connection, and the total is divided by
+IR_N requests (default 1000; IR_WARM more requests warm first, default 100) on one keep-alive
+connection, and the total is divided by
 them. Per-function figures: `callgrind_annotate --inclusive=yes bench/out/instructions/cg-NAME.out.1`.
 
 Under valgrind a request takes ~100x longer, so the module's once-a-second background work
@@ -24,6 +27,7 @@ B = importlib.util.module_from_spec(spec); spec.loader.exec_module(B)
 OUT = os.path.join(ROOT, "bench", "out", "instructions")
 os.makedirs(OUT, exist_ok=True)
 N = int(os.environ.get("IR_N", "1000"))
+WARM = int(os.environ.get("IR_WARM", "100"))
 
 def req(conn, headers, path="/"):
     if isinstance(headers, tuple):
@@ -32,15 +36,27 @@ def req(conn, headers, path="/"):
     r = conn.getresponse(); r.read()
     return r
 
+def hostcalls():
+    spec = importlib.util.spec_from_file_location("hostcalls", f"{ROOT}/bench/hostcalls.py")
+    h = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(h)
+    return h
+
+
 def run(name, envoy_spec, mode, native_dir=None, env_extra=None):
     port, admin = B.PORT_BASE + 100, B.PORT_BASE + 200
     cfg = os.path.join(OUT, f"{name}.yaml")
-    open(cfg, "w").write(B.envoy_config(name, envoy_spec, port, admin))
+    if "probe_plan" in envoy_spec:  # the host-call probe (bench/hostcalls.py)
+        open(cfg, "w").write(hostcalls().config_for(envoy_spec["probe_plan"], port, admin))
+    else:
+        open(cfg, "w").write(B.envoy_config(name, envoy_spec, port, admin))
     env = dict(os.environ, ENVOY_DYNAMIC_MODULES_SEARCH_PATH=native_dir or "/nonexistent", **(env_extra or {}))
     out = os.path.join(OUT, f"cg-{name}.out")
     for f in os.listdir(OUT):
         if f.startswith(f"cg-{name}.out"): os.remove(os.path.join(OUT, f))
-    p = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+    # V8 writes and rewrites its machine code: valgrind must watch for that in the wasm cases.
+    smc = ["--smc-check=all-non-file"] if "module" in envoy_spec else []
+    p = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no", *smc, *os.environ.get("IR_VALGRIND", "").split(), f"--callgrind-out-file={out}",
                           envoy_bin, "-c", cfg, "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"],
                          stdout=open(out + ".log", "w"), stderr=subprocess.STDOUT, env=env)
     try:
@@ -60,6 +76,8 @@ def run(name, envoy_spec, mode, native_dir=None, env_extra=None):
             hdrs = [{"Cookie": ck}] if ck else [{}]
         elif mode == "new":
             hdrs = [{}]
+        elif mode == "pinned":  # the floor's fixed hand-off header (bench/run.py PINNED)
+            hdrs = [{"x-persist-upstream": B.PINNED}]
         elif mode == "header":
             hdrs = [{"x-user": f"u{k}"} for k in range(200)]
         elif mode == "app":
@@ -69,7 +87,9 @@ def run(name, envoy_spec, mode, native_dir=None, env_extra=None):
             hdrs = [("/", {"X-Forwarded-For": f"10.0.{k // 250}.{k % 250}"}) for k in range(200)]
         for h in hdrs * (1 if len(hdrs) > 1 else 200):  # warm (and learn the keys)
             req(c, h)
-        for i in range(100): req(c, hdrs[i % len(hdrs)])
+        # V8 compiles hot wasm functions again (optimized) in the background, and callgrind
+        # counts those threads too: warm long enough that it is done before counting.
+        for i in range(WARM): req(c, hdrs[i % len(hdrs)])
         subprocess.run(["callgrind_control", "-i", "on", str(p.pid)], capture_output=True)
         for i in range(N): req(c, hdrs[i % len(hdrs)])
         subprocess.run(["callgrind_control", "-d", str(p.pid)], capture_output=True)
@@ -107,7 +127,10 @@ try:
         if so:
             d = os.path.join(OUT, "so-" + name); os.makedirs(d, exist_ok=True)
             shutil.copyfile(so, os.path.join(d, "libenvoy_persist_native.so"))
-        spec_ = dict(B.ENVOYS[envoy])
+        if envoy.startswith("probe/"):  # probe/<plan text>, e.g. probe/get_header=64
+            spec_ = {"probe_plan": envoy.split("/", 1)[1], "module": "probe"}
+        else:
+            spec_ = dict(B.ENVOYS[envoy])
         ir = run(name, spec_, mode, d, extra)
         print(f"{name:28s} {ir:12.0f} Ir/request", flush=True)
 finally:

@@ -67,3 +67,19 @@ def test_table_decisions_in_the_access_log(envoy_factory, tmp_path):
     assert by_path["/first"]["decision"] == "new"
     assert by_path["/again"]["decision"] == "hit"
     assert {l["type"] for l in by_path.values()} == {"http_header"}
+
+
+def test_access_log_state_off(envoy_factory, tmp_path):
+    """`access_log_state: false` (README "Access logs and dashboards"): the two filter-state
+    calls per request are left out; the log shows `-`, the persistence works as before."""
+    log = tmp_path / "access.log"
+    e = envoy_factory("http-cookie.yaml", plugin=plugin_config(access_log_state=False),
+                      patch=with_access_log(log))
+    first = e.get("/new")
+    cookie = first.persist_cookie(e.cookie_name)
+    assert cookie is not None
+    again = e.get("/steady", cookie=f"{e.cookie_name}={cookie.value}")
+    assert again.server == first.server
+    lines = log_lines(log, 2)
+    assert [(l["decision"], l["type"]) for l in lines] == [("-", "-"), ("-", "-")], lines
+    e.wait_counters({"new": 1, "hit": 1})

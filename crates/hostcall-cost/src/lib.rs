@@ -19,6 +19,8 @@ struct Plan {
     set_header: u32,
     /// `proxy_remove_header_map_value` of a request header the request lacks.
     remove_absent_header: u32,
+    /// `proxy_get_header_map_value` of a response header the response lacks.
+    get_absent_response_header: u32,
     /// `proxy_get_property` of `upstream.address` (on the response).
     get_property: u32,
     /// `proxy_set_property` of a filter state key (on the response).
@@ -27,6 +29,9 @@ struct Plan {
     time: u32,
     /// `proxy_get_shared_data` of a 370-byte value.
     shared_get: u32,
+    /// No host call: FNV-1a over 64 bytes, this many times (how fast V8 runs the module's
+    /// own code in Envoy).
+    spin: u32,
 }
 
 impl Plan {
@@ -42,10 +47,12 @@ impl Plan {
                 "get_absent_header" => p.get_absent_header = n,
                 "set_header" => p.set_header = n,
                 "remove_absent_header" => p.remove_absent_header = n,
+                "get_absent_response_header" => p.get_absent_response_header = n,
                 "get_property" => p.get_property = n,
                 "set_property" => p.set_property = n,
                 "time" => p.time = n,
                 "shared_get" => p.shared_get = n,
+                "spin" => p.spin = n,
                 _ => {}
             }
         }
@@ -107,10 +114,21 @@ impl HttpContext for Http {
         for _ in 0..p.shared_get {
             let _ = self.get_shared_data(SHARED_KEY);
         }
+        let mut h = 0x811c_9dc5u32;
+        for i in 0..p.spin {
+            let block = std::hint::black_box([i as u8; 64]);
+            h = block
+                .iter()
+                .fold(h, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193));
+        }
+        std::hint::black_box(h);
         Action::Continue
     }
     fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
         let p = *self.plan;
+        for _ in 0..p.get_absent_response_header {
+            let _ = self.get_http_response_header("x-hostcall-cost-absent");
+        }
         for _ in 0..p.get_property {
             let _ = self.get_property(vec!["upstream", "address"]);
         }

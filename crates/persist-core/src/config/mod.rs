@@ -101,6 +101,7 @@ struct RawConfig {
     suspect_for: Option<ConfigDuration>,
     max_entries: Option<u64>,
     strict: Option<bool>,
+    access_log_state: Option<bool>,
     cookie: Option<cookie::RawCookie>,
     session_header: Option<session_header::RawSessionHeader>,
     app_cookie: Option<table::RawAppCookie>,
@@ -171,6 +172,9 @@ pub struct Config {
     /// module's upstream override) can honour it; under the wasm module strict mode is the
     /// `strict` of the stateful_session filter (README "Native module (dynamic module)").
     pub strict: bool,
+    /// Set the request's decision and the profile's type as filter state for the access
+    /// log (README "Access logs and dashboards"): two host calls per request.
+    pub access_log_state: bool,
     /// README "More than one Envoy": locally stored types only.
     pub mirror: Option<MirrorConfig>,
     /// README "Weighted clusters": the clusters a client is handed back to.
@@ -392,6 +396,7 @@ impl RawConfig {
             suspect_for,
             max_entries,
             strict: self.strict.unwrap_or(false),
+            access_log_state: self.access_log_state.unwrap_or(true),
             mirror,
             clusters,
         })

@@ -251,6 +251,9 @@ fn record_decision(ctx: &mut Ctx<'_>) {
     let Some(decision) = ctx.common.decision else {
         return;
     };
+    if !ctx.profile.config.access_log_state {
+        return;
+    }
     let kind = ctx.profile.config.kind.type_name();
     let host = ctx.host;
     if host

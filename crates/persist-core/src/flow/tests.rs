@@ -1071,3 +1071,18 @@ fn clusters_are_refused_where_nothing_can_record_them() {
     );
     Profile::compile(json.as_bytes(), &RecordingHost::new(NOW_MS)).unwrap();
 }
+
+#[test]
+fn without_access_log_state_the_steady_response_sets_no_filter_state() {
+    let json = format!(r#"{{"name":"p","type":"http_cookie","access_log_state":false,{KEY}}}"#);
+    let mut s = Sim::new(&json);
+    let mut r = s.request(&[]);
+    s.respond(&mut r, from(A));
+    let cookie = s.cookie();
+    let mut r = s.request(&[("cookie", &cookie)]);
+    s.respond(&mut r, from(A));
+    assert_eq!(s.host.state(DECISION_STATE), None);
+    assert_eq!(s.host.state(TYPE_STATE), None);
+    assert_eq!(s.host.writes(), vec![]);
+    assert_eq!(s.stat("hit"), 1, "the counters do not depend on it");
+}
