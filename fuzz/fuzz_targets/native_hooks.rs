@@ -124,6 +124,48 @@ pub extern "C" fn envoy_dynamic_module_callback_http_get_header(
     })
 }
 
+/// `envoy_dynamic_module_type_http_header`: one header of a whole-map read.
+#[repr(C)]
+pub struct HttpHeader {
+    key_ptr: *const u8,
+    key_length: usize,
+    value_ptr: *const u8,
+    value_length: usize,
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_get_headers_size(
+    _filter: *mut c_void,
+    kind: u32,
+) -> usize {
+    STREAM.with(|s| headers(&mut s.borrow_mut(), kind).len())
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_get_headers(
+    _filter: *mut c_void,
+    kind: u32,
+    result: *mut HttpHeader,
+) -> bool {
+    STREAM.with(|s| {
+        let mut s = s.borrow_mut();
+        // The pointers stay valid until the module changes this map (it reads the map
+        // again after any change of its own), as Envoy's do.
+        for (i, (k, v)) in headers(&mut s, kind).iter().enumerate() {
+            // SAFETY: the module passes an array of get_headers_size() entries.
+            unsafe {
+                *result.add(i) = HttpHeader {
+                    key_ptr: k.as_ptr(),
+                    key_length: k.len(),
+                    value_ptr: v.as_ptr(),
+                    value_length: v.len(),
+                };
+            }
+        }
+        true
+    })
+}
+
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_callback_http_set_header(
     _filter: *mut c_void,
