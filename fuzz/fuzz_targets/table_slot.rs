@@ -22,5 +22,8 @@ fuzz_target!(|data: &[u8]| {
     if e.new {
         assert!(slot.entries.len() <= cap, "{} > {cap}", slot.entries.len());
     }
-    assert_eq!(slot.find(fp).map(|e| (e.server, e.cluster)), Some((server, cluster)));
+    assert_eq!(
+        slot.find(fp).map(|e| (e.server, e.cluster)),
+        Some((server, cluster))
+    );
 });

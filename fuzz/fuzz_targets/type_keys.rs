@@ -3,10 +3,10 @@
 //! and the header-safe form of a hash key. Never panics.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+use persist_core::client_key::{client_ip, header_safe, response_cookie, url};
 use persist_core::config::ClientIpConfig;
 use persist_core::cookie::header;
 use persist_core::header_pairs;
-use persist_core::client_key::{client_ip, header_safe, response_cookie, url};
 
 fuzz_target!(|data: &[u8]| {
     if let Some(ip) = client_ip::parse(data) {
