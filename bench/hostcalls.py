@@ -54,17 +54,7 @@ def config(plan, port, admin_port):
 def config_for(plan_text, port, admin_port):
     """An Envoy configuration running the probe with `plan_text` (e.g. "get_header=8")."""
     lines = run.snippet("filters-hostcall.yaml", PROBE_WASM=PROBE, PLAN=plan_text)
-    base = run.fill(os.path.join(BENCH, "envoy", "base.yaml"), ADMIN_PORT=admin_port, PORT=port,
-                    BACKEND1=run.BACKENDS[0], BACKEND2=run.BACKENDS[1], BACKEND3=run.BACKENDS[2],
-                    HTTP_FILTERS="@@FILTERS@@")
-    out = []
-    for line in base.splitlines():
-        if line.strip() == "@@FILTERS@@":
-            indent = line[: len(line) - len(line.lstrip())]
-            out.extend(indent + s for s in lines)
-        else:
-            out.append(line)
-    return "\n".join(out) + "\n"
+    return run.envoy_config_with(lines, port, admin_port)
 
 
 def main():
@@ -77,14 +67,7 @@ def main():
     os.makedirs(run_dir)
     procs = run.Procs(run_dir)
     try:
-        conf = os.path.join(run_dir, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(run.fill(os.path.join(BENCH, "nginx.conf"), RUN=run_dir, BACKEND1=run.BACKENDS[0],
-                             BACKEND2=run.BACKENDS[1], BACKEND3=run.BACKENDS[2]))
-        ng = procs.start("nginx", [run.shutil.which("nginx") or "/usr/sbin/nginx", "-p", run_dir, "-c", conf,
-                                   "-e", os.path.join(run_dir, "nginx-error.log")])
-        for p in run.BACKENDS:
-            run.wait_port(p, ng, "nginx")
+        run.start_backends(procs, run_dir, run.shutil.which("nginx") or "/usr/sbin/nginx")
         envoys = {}
         for i, plan in enumerate(PLANS):
             port, admin_port = run.PORT_BASE + 100 + i, run.PORT_BASE + 200 + i

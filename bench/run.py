@@ -246,16 +246,34 @@ def envoy_config(name, spec, port, admin_port):
     plugin = json.dumps(spec.get("plugin", {}), separators=(",", ":"))
     lines = snippet(spec["filters"], caps=CAPS and spec.get("caps", True), NOOP_WASM=NOOP_WASM,
                     PERSIST_WASM=spec.get("module", PERSIST_WASM), PLUGIN_JSON=plugin)
+    return envoy_config_with(lines, port, admin_port)
+
+
+def envoy_config_with(filter_lines, port, admin_port):
+    """bench/envoy/base.yaml (listener, admin, the backends cluster) with `filter_lines` as
+    its HTTP filters."""
     base = fill(os.path.join(BENCH, "envoy", "base.yaml"), ADMIN_PORT=admin_port, PORT=port,
                 BACKEND1=BACKENDS[0], BACKEND2=BACKENDS[1], BACKEND3=BACKENDS[2], HTTP_FILTERS="@@FILTERS@@")
     out = []
     for line in base.splitlines():
         if line.strip() == "@@FILTERS@@":
             indent = line[: len(line) - len(line.lstrip())]
-            out.extend(indent + s for s in lines)
+            out.extend(indent + s for s in filter_lines)
         else:
             out.append(line)
     return "\n".join(out) + "\n"
+
+
+def start_backends(procs, run_dir, nginx_bin):
+    """The nginx of bench/nginx.conf (the three backends) under `procs`, once it listens."""
+    conf = os.path.join(run_dir, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(fill(os.path.join(BENCH, "nginx.conf"), RUN=run_dir, BACKEND1=BACKENDS[0],
+                     BACKEND2=BACKENDS[1], BACKEND3=BACKENDS[2]))
+    ng = procs.start("nginx", [nginx_bin, "-p", run_dir, "-c", conf, "-e", os.path.join(run_dir, "nginx-error.log")])
+    for p in BACKENDS:
+        wait_port(p, ng, "nginx")
+    return ng
 
 
 def port_free(port):
@@ -532,14 +550,7 @@ def main():
     started = datetime.datetime.now(datetime.timezone.utc)
     load_start = loadavg()
     try:
-        # Backends.
-        conf = os.path.join(run_dir, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(fill(os.path.join(BENCH, "nginx.conf"), RUN=run_dir, BACKEND1=BACKENDS[0],
-                         BACKEND2=BACKENDS[1], BACKEND3=BACKENDS[2]))
-        ng = procs.start("nginx", [nginx_bin, "-p", run_dir, "-c", conf, "-e", os.path.join(run_dir, "nginx-error.log")])
-        for p in BACKENDS:
-            wait_port(p, ng, "nginx")
+        start_backends(procs, run_dir, nginx_bin)
 
         # Envoys, all at once; each idles while the others are measured.
         envoys = {}
