@@ -32,30 +32,50 @@ pub fn parse_session_header(raw: &[u8]) -> Option<SocketAddr> {
 /// Appends `ip` as the binary formats store it (sealed cookies, table entries): a family
 /// byte, `4` or `6`, then the 4 or 16 octets.
 pub fn push_tagged_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    push_flagged_ip(out, ip, 0);
+}
+
+/// The bits of the family byte that hold the family; a format may use the others as flags
+/// (a table entry marks a recorded cluster so).
+const FAMILY_BITS: u8 = 0x0f;
+
+/// As [`push_tagged_ip`], with `flags` (outside [`FAMILY_BITS`]) set in the family byte.
+pub fn push_flagged_ip(out: &mut Vec<u8>, ip: IpAddr, flags: u8) {
+    let flags = flags & !FAMILY_BITS;
     match ip {
         IpAddr::V4(v4) => {
-            out.push(4);
+            out.push(4 | flags);
             out.extend_from_slice(&v4.octets());
         }
         IpAddr::V6(v6) => {
-            out.push(6);
+            out.push(6 | flags);
             out.extend_from_slice(&v6.octets());
         }
     }
 }
 
 /// Reads a family-tagged IP address (see [`push_tagged_ip`]) off the front of `raw`;
-/// returns it and the rest, or `None` for a short input or an unknown family.
+/// returns it and the rest, or `None` for a short input, an unknown family or flags.
 pub fn split_tagged_ip(raw: &[u8]) -> Option<(IpAddr, &[u8])> {
+    match split_flagged_ip(raw)? {
+        (ip, 0, rest) => Some((ip, rest)),
+        _ => None,
+    }
+}
+
+/// Reads an address written by [`push_flagged_ip`]: the address, the flags of its family
+/// byte and the rest, or `None` for a short input or an unknown family.
+pub fn split_flagged_ip(raw: &[u8]) -> Option<(IpAddr, u8, &[u8])> {
     let (family, rest) = raw.split_first()?;
-    match family {
+    let flags = family & !FAMILY_BITS;
+    match family & FAMILY_BITS {
         4 => {
             let (o, rest) = rest.split_first_chunk::<4>()?;
-            Some((IpAddr::V4(Ipv4Addr::from(*o)), rest))
+            Some((IpAddr::V4(Ipv4Addr::from(*o)), flags, rest))
         }
         6 => {
             let (o, rest) = rest.split_first_chunk::<16>()?;
-            Some((IpAddr::V6(Ipv6Addr::from(*o)), rest))
+            Some((IpAddr::V6(Ipv6Addr::from(*o)), flags, rest))
         }
         _ => None,
     }

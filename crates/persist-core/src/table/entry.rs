@@ -8,7 +8,7 @@
 //! sets [`CLUSTER_FLAG`] in the family byte and ends with the cluster tag (u32 LE): 4 more
 //! bytes, and entries written before read as they did.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
 /// Set in the family byte of an entry followed by a cluster tag.
 pub const CLUSTER_FLAG: u8 = 0x80;
@@ -43,16 +43,7 @@ impl Entry {
         out.extend_from_slice(&self.created.to_le_bytes());
         out.extend_from_slice(&self.last_use.to_le_bytes());
         let flag = if self.cluster != 0 { CLUSTER_FLAG } else { 0 };
-        match self.server.ip() {
-            IpAddr::V4(v4) => {
-                out.push(4 | flag);
-                out.extend_from_slice(&v4.octets());
-            }
-            IpAddr::V6(v6) => {
-                out.push(6 | flag);
-                out.extend_from_slice(&v6.octets());
-            }
-        }
+        crate::addr::push_flagged_ip(out, self.server.ip(), flag);
         out.extend_from_slice(&self.server.port().to_le_bytes());
         if self.cluster != 0 {
             out.extend_from_slice(&self.cluster.to_le_bytes());
@@ -65,14 +56,13 @@ impl Entry {
         let fingerprint = u64::from_le_bytes(r.take()?);
         let created = u32::from_le_bytes(r.take()?);
         let last_use = u32::from_le_bytes(r.take()?);
-        let [family] = r.take::<1>()?;
-        let ip = match family & !CLUSTER_FLAG {
-            4 => IpAddr::V4(Ipv4Addr::from(r.take::<4>()?)),
-            6 => IpAddr::V6(Ipv6Addr::from(r.take::<16>()?)),
-            _ => return None,
-        };
+        let (ip, flags, rest) = crate::addr::split_flagged_ip(r.0)?;
+        if flags & !CLUSTER_FLAG != 0 {
+            return None;
+        }
+        r.0 = rest;
         let port = u16::from_le_bytes(r.take()?);
-        let cluster = if family & CLUSTER_FLAG != 0 {
+        let cluster = if flags == CLUSTER_FLAG {
             u32::from_le_bytes(r.take()?)
         } else {
             0
@@ -189,6 +179,11 @@ mod tests {
         for n in 0..tagged.len() {
             assert!(Entry::decode(&tagged[..n]).is_none(), "prefix {n}");
         }
+        // Another flag in the family byte is not an entry of this format.
+        let mut other = tagged.clone();
+        other[16] = 4 | 0x40;
+        assert!(Entry::decode(&other).is_none());
+        assert!(crate::addr::split_tagged_ip(&tagged[16..]).is_none());
     }
 
     #[test]
