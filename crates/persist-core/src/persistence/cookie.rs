@@ -57,6 +57,14 @@ impl From<SocketAddr> for Answered {
 }
 
 impl Answered {
+    /// `server`, with the cluster it answered from when the profile has `clusters`.
+    pub(crate) fn in_ctx(ctx: &mut Ctx<'_>, server: SocketAddr) -> Answered {
+        Answered {
+            server,
+            cluster: ctx.answered_cluster(server),
+        }
+    }
+
     /// Whether a client persisted to `p` has moved: another server answered, or another
     /// cluster than the one recorded (a cookie without a cluster, from before `clusters`,
     /// only learns its cluster).
@@ -450,10 +458,7 @@ impl CookiePersistence {
         } else {
             0
         };
-        let answered = Answered {
-            server: answered,
-            cluster: ctx.answered_cluster(answered),
-        };
+        let answered = Answered::in_ctx(ctx, answered);
         let host = ctx.host;
         let worker = &mut *ctx.worker;
         let reply = self.reply(session.persisted, answered, now_ms / 1000, || {

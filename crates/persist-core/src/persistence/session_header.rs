@@ -122,10 +122,7 @@ impl SessionHeaderPersistence {
         answered: SocketAddr,
     ) {
         let now_s = ctx.now_ms() / 1000;
-        let answered = Answered {
-            server: answered,
-            cluster: ctx.answered_cluster(answered),
-        };
+        let answered = Answered::in_ctx(ctx, answered);
         let host = ctx.host;
         let worker = &mut *ctx.worker;
         let reply = self.sealed.token(session.persisted, answered, now_s, || {
