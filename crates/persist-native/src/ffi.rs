@@ -202,6 +202,12 @@ extern "C" {
         strict: bool,
     ) -> bool;
 
+    fn envoy_dynamic_module_callback_http_clear_route_cache(filter: FilterEnvoyPtr);
+    fn envoy_dynamic_module_callback_http_get_cluster_name(
+        filter: FilterEnvoyPtr,
+        result: *mut EnvoyBuffer,
+    ) -> bool;
+
     fn envoy_dynamic_module_callback_http_set_filter_state_bytes(
         filter: FilterEnvoyPtr,
         key: ModuleBuffer,
@@ -345,6 +351,26 @@ pub fn with_attribute<R>(
     // SAFETY: Envoy filled `out` with a buffer of the stream it keeps alive during this
     // hook; it is read here, before any other call into Envoy.
     f(Some(unsafe { out.as_slice() }))
+}
+
+/// Makes Envoy choose the stream's route again from its request headers (a no-op outside
+/// the request-header phase, Envoy says).
+pub fn clear_route_cache(filter: FilterEnvoyPtr) {
+    // SAFETY: the filter pointer of the current hook.
+    unsafe { envoy_dynamic_module_callback_http_clear_route_cache(filter) }
+}
+
+/// The name of the cluster the stream's route chose, `None` when it has none.
+pub fn cluster_name(filter: FilterEnvoyPtr) -> Option<Vec<u8>> {
+    let mut out = EnvoyBuffer::NULL;
+    // SAFETY: out-pointer is a valid local.
+    let ok = unsafe { envoy_dynamic_module_callback_http_get_cluster_name(filter, &mut out) };
+    if !ok || out.ptr.is_null() {
+        return None;
+    }
+    // SAFETY: Envoy filled `out` with the cluster's name, which it keeps alive during this
+    // hook; it is copied here, before any other call into Envoy.
+    Some(unsafe { out.as_slice() }.to_vec())
 }
 
 /// A string (or number, formatted) of the stream's dynamic metadata.

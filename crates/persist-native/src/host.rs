@@ -184,7 +184,12 @@ fn ok(done: bool) -> Result<(), HostError> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum PropertySource<'a> {
     Attribute(Attribute),
-    DynamicMetadata { ns: &'a str, key: &'a str },
+    DynamicMetadata {
+        ns: &'a str,
+        key: &'a str,
+    },
+    /// `xds.cluster_name`: the ABI's cluster-name callback.
+    ClusterName,
 }
 
 /// The ABI source of a property path the core (or a `custom.source.property`) may name;
@@ -214,6 +219,8 @@ pub fn property_source<'a>(path: &[&'a str]) -> Option<PropertySource<'a>> {
         ["request", "query"] => RequestQuery,
         // Whether an upstream produced the response (the flow issues nothing from local replies).
         ["response", "code_details"] => ResponseCodeDetails,
+        // The cluster the route chose (README "Weighted clusters"): its own callback.
+        ["xds", "cluster_name"] => return Some(PropertySource::ClusterName),
         _ => return None,
     };
     Some(PropertySource::Attribute(attr))
@@ -296,6 +303,7 @@ impl Host for NativeHost<'_> {
         match property_source(path)? {
             PropertySource::Attribute(id) => ffi::attribute_string(f, id),
             PropertySource::DynamicMetadata { ns, key } => ffi::dynamic_metadata(f, ns, key),
+            PropertySource::ClusterName => ffi::cluster_name(f),
         }
     }
 
@@ -325,9 +333,11 @@ impl Host for NativeHost<'_> {
         true
     }
 
-    /// Header changes leave the route Envoy chose in place (README "Weighted clusters").
-    fn rechooses_route_on_header_change(&self) -> bool {
-        false
+    /// Header changes leave the route Envoy chose in place until it is asked to choose
+    /// again (README "Weighted clusters").
+    fn rechoose_route(&self) -> Result<(), HostError> {
+        ffi::clear_route_cache(self.filter()?);
+        Ok(())
     }
 
     /// Under the key the wasm module's state gets from Envoy (`wasm.` + `name`): one
@@ -464,6 +474,10 @@ mod tests {
                 ns: "envoy.filters.http.lua",
                 key: "key"
             })
+        );
+        assert_eq!(
+            property_source(&["xds", "cluster_name"]),
+            Some(PropertySource::ClusterName)
         );
         for unknown in [
             &["source"][..],

@@ -33,7 +33,9 @@ pub(crate) fn hand_off(ctx: &mut Ctx<'_>) {
         },
         None => remove_client_copy(ctx.host, header),
     };
-    if result.is_err() || hand_off_cluster(ctx).is_err() {
+    // The cluster header is handled even when the server's hand-off failed.
+    let cluster = hand_off_cluster(ctx);
+    if result.is_err() || cluster.is_err() {
         ctx.count(Counter::Error);
     }
 }
@@ -43,7 +45,8 @@ pub(crate) fn hand_off(ctx: &mut Ctx<'_>) {
 /// "Weighted clusters"). The removal is unconditional: Envoy chose the request's route
 /// before any filter ran, from the headers the client sent, and a filter that removed a
 /// client copy before this one (the examples' header_mutation) left that route in place;
-/// changing a request header makes Envoy choose the route again.
+/// changing a request header makes Envoy choose the route again (by itself under proxy-wasm,
+/// when asked through the dynamic-module ABI: [`Host::rechoose_route`]).
 fn hand_off_cluster(ctx: &mut Ctx<'_>) -> Result<(), crate::host::HostError> {
     let Some(clusters) = &ctx.profile.config.clusters else {
         return Ok(());
@@ -53,7 +56,8 @@ fn hand_off_cluster(ctx: &mut Ctx<'_>) -> Result<(), crate::host::HostError> {
             .host
             .set_request_header(&clusters.header, name.as_bytes()),
         None => ctx.host.remove_request_header(&clusters.header),
-    }
+    }?;
+    ctx.host.rechoose_route()
 }
 
 /// Removing a header makes Envoy recompute the route: look first (an absent header costs

@@ -24,7 +24,7 @@ mod request;
 pub mod suspects;
 mod worker;
 
-pub use profile::{Profile, CLUSTERS_NEED_ROUTE_CHOICE};
+pub use profile::Profile;
 pub use request::{Ctx, Request, RequestAction, DECISION_STATE, TYPE_STATE};
 pub use worker::Worker;
 

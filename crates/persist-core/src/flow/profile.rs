@@ -30,11 +30,6 @@ pub const STRICT_NEEDS_OVERRIDE: &str = "invalid configuration: strict: only the
     names the server itself; with the wasm module set `strict: true` on the stateful_session \
     filter instead";
 
-/// `clusters` on a host whose header changes do not make Envoy choose the route again.
-pub const CLUSTERS_NEED_ROUTE_CHOICE: &str = "invalid configuration: clusters: this build of \
-    the filter cannot make Envoy choose the route again after naming the cluster; use the wasm \
-    module";
-
 /// `mirror` on a host without a gRPC client (the native module).
 pub const MIRROR_NEEDS_GRPC: &str =
     "invalid configuration: mirror: this build of the filter cannot reach etcd (no gRPC client)";
@@ -58,9 +53,6 @@ impl Profile {
         let config = Config::parse(json).map_err(|e| e.to_string())?;
         if config.strict && !host.has_upstream_override() {
             return Err(STRICT_NEEDS_OVERRIDE.to_string());
-        }
-        if config.clusters.is_some() && !host.rechooses_route_on_header_change() {
-            return Err(CLUSTERS_NEED_ROUTE_CHOICE.to_string());
         }
         if config.mirror.is_some() && host.grpc().is_none() {
             return Err(MIRROR_NEEDS_GRPC.to_string());

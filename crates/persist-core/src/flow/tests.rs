@@ -1061,15 +1061,37 @@ fn clusters_are_refused_where_nothing_can_record_them() {
             "{json}: {e}"
         );
     }
-    // A host that keeps the route after a header change (the native module) refuses them.
-    let json = format!(r#"{{"type":"http_cookie",{CLUSTERS}}}"#);
-    let mut native = RecordingHost::new(NOW_MS);
-    native.native_override = true;
+}
+
+#[test]
+fn the_native_host_asks_envoy_to_choose_the_route_again_after_the_cluster_header() {
+    let mut host = RecordingHost::new(NOW_MS);
+    host.native_override = true;
+    let json = format!(r#"{{"name":"p","type":"http_cookie",{KEY},{CLUSTERS}}}"#);
+    let mut s = Sim::on(host, &json);
+    // A new client: the client's header is removed, then the route chosen again.
+    let mut r = s.request(&[("x-persist-cluster", b"blue")]);
     assert_eq!(
-        Profile::compile(json.as_bytes(), &native).unwrap_err(),
-        CLUSTERS_NEED_ROUTE_CHOICE
+        s.host.writes(),
+        vec![
+            Call::RemoveRequestHeader("x-persist-cluster".into()),
+            Call::RechooseRoute
+        ]
     );
-    Profile::compile(json.as_bytes(), &RecordingHost::new(NOW_MS)).unwrap();
+    routed_to(&s, "green");
+    s.respond(&mut r, from(A));
+    let cookie = s.cookie();
+    // A steady client: the server through the override, the cluster in the header, then
+    // the route chosen again from it.
+    let _ = s.request(&[("cookie", &cookie), ("x-persist-cluster", b"blue")]);
+    assert_eq!(
+        s.host.writes(),
+        vec![
+            Call::OverrideUpstream(a(A), false),
+            Call::SetRequestHeader("x-persist-cluster".into(), b"green".to_vec()),
+            Call::RechooseRoute
+        ]
+    );
 }
 
 #[test]

@@ -87,11 +87,12 @@ pub trait Host: SharedStore {
         false
     }
 
-    /// Whether a request header this host writes makes Envoy choose the request's route
-    /// again (proxy-wasm does, on every change): what `clusters` needs to name a cluster to
-    /// the route (README "Weighted clusters").
-    fn rechooses_route_on_header_change(&self) -> bool {
-        true
+    /// Makes Envoy choose the request's route again, after this filter changed the request
+    /// headers the route reads: what `clusters` needs to name a cluster to the route (README
+    /// "Weighted clusters"). proxy-wasm does it on every request-header change, so the default
+    /// has nothing to do; the dynamic-module ABI asks for it (`clear_route_cache`).
+    fn rechoose_route(&self) -> Result<(), HostError> {
+        Ok(())
     }
 
     /// Defines a stat once at configure time.

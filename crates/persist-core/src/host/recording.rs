@@ -18,6 +18,8 @@ pub enum Call {
     AddResponseHeader(String, Vec<u8>),
     RemoveResponseHeader(String),
     OverrideUpstream(SocketAddr, bool),
+    /// [`Host::rechoose_route`] on the native-like host.
+    RechooseRoute,
     StoreSet(String),
     GrpcCall(String, String),
     GrpcStream(String, String),
@@ -246,9 +248,12 @@ impl Host for RecordingHost {
         self.native_override
     }
 
-    /// As the native host: header changes keep the route.
-    fn rechooses_route_on_header_change(&self) -> bool {
-        !self.native_override
+    /// As the native host, which must ask for it; proxy-wasm re-chooses by itself.
+    fn rechoose_route(&self) -> Result<(), HostError> {
+        if self.native_override {
+            self.record(Call::RechooseRoute);
+        }
+        Ok(())
     }
 
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError> {
