@@ -62,6 +62,7 @@ struct Stream {
     response: Vec<(Vec<u8>, Vec<u8>)>,
     attributes: Vec<(u32, Vec<u8>)>,
     metrics: usize,
+    route_cleared: bool,
 }
 
 thread_local! {
@@ -272,6 +273,20 @@ pub extern "C" fn envoy_dynamic_module_callback_http_set_upstream_override_host(
 }
 
 #[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_clear_route_cache(_filter: *mut c_void) {
+    STREAM.with(|s| s.borrow_mut().route_cleared = true);
+}
+
+/// The fake's cluster name is the attribute [`CLUSTER_NAME`] of the input.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_get_cluster_name(
+    filter: *mut c_void,
+    result: *mut Buffer,
+) -> bool {
+    envoy_dynamic_module_callback_http_filter_get_attribute_string(filter, CLUSTER_NAME, result)
+}
+
+#[no_mangle]
 pub extern "C" fn envoy_dynamic_module_callback_http_set_filter_state_bytes(
     _filter: *mut c_void,
     key: Buffer,
@@ -380,6 +395,7 @@ fn configs() -> Vec<String> {
         r#"{"name":"t","type":"tls","tls":{"key":"peer_certificate"}}"#.into(),
         r#"{"name":"c","type":"custom","custom":{"source":{"property":["metadata","filter_metadata","ns","k"]}}}"#.into(),
         r#"{"name":"k","type":"consistent_hash","hash":{"source":{"header":"x-user"}}}"#.into(),
+        format!(r#"{{"name":"w","type":"http_cookie","cookie":{{"keys":["{KEY}"]}},"clusters":{{"allow":["blue","green"]}}}}"#),
     ]
 }
 
@@ -424,15 +440,20 @@ fn fields(data: &[u8]) -> Vec<&[u8]> {
     data.split(|b| *b == 0xff).collect()
 }
 
-const REQUEST_NAMES: [&[u8]; 6] = [
+const REQUEST_NAMES: [&[u8]; 7] = [
     b"cookie",
     b"x-user",
     b"x-persist-upstream",
     b":path",
     b"x-forwarded-for",
     b"cookie",
+    b"x-persist-cluster",
 ];
-const ATTRIBUTES: [u32; 5] = [24, 41, 16, 38, 0];
+/// Not an attribute id of the ABI: where the input keeps the cluster name.
+const CLUSTER_NAME: u32 = u32::MAX;
+const ATTRIBUTES: [u32; 6] = [24, 41, 16, 38, 0, CLUSTER_NAME];
+/// The index in `configs()` of the one with `clusters`.
+const WITH_CLUSTERS: usize = 10;
 const RESPONSE_NAMES: [&[u8]; 3] = [b"set-cookie", b"x-persist-upstream", b"set-cookie"];
 
 fuzz_target!(|data: &[u8]| {
@@ -440,7 +461,8 @@ fuzz_target!(|data: &[u8]| {
     let Some((&pick, rest)) = data.split_first() else {
         return;
     };
-    let config = configs.0[usize::from(pick) % configs.0.len()] as *const c_void;
+    let index = usize::from(pick) % configs.0.len();
+    let config = configs.0[index] as *const c_void;
     let f = fields(rest);
     let mut stream = Stream::default();
     let mut it = f.iter();
@@ -481,5 +503,15 @@ fuzz_target!(|data: &[u8]| {
     STREAM.with(|s| {
         let s = s.borrow();
         assert!(s.request.iter().all(|(n, _)| n != b"x-persist-upstream"));
+        // With `clusters`, no client copy of the cluster header survives either: the
+        // module wrote an allowed name or removed it, then had the route chosen again.
+        if index == WITH_CLUSTERS {
+            assert!(s.route_cleared);
+            assert!(s
+                .request
+                .iter()
+                .filter(|(n, _)| n == b"x-persist-cluster")
+                .all(|(_, v)| v == b"blue" || v == b"green"));
+        }
     });
 });
