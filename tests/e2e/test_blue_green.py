@@ -7,13 +7,16 @@ lands on blue; the weights are then shifted to 0/100 through Envoy's runtime (no
 the old sessions stay on their blue server, new ones go to green, and no client can pick a
 cluster with the header. Then blue leaves `clusters.allow` (a listener update from a watched
 file, so the table survives): its sessions rebind to green on their next request, with a
-200 answer, counted `rebind`."""
+200 answer, counted `rebind`. Both builds: the native module asks Envoy to choose the route
+again after writing the cluster header."""
 
 import pytest
 
 from conftest import Backend, Backends, deadline_loop, example_plugin_json, free_port, http_request
 from test_reload import reload, to_lds
 import persist_codec as codec
+
+pytestmark = pytest.mark.both_builds
 
 CLIENTS = 8
 BLUE, GREEN = {"a", "b"}, {"c", "d"}
@@ -82,7 +85,7 @@ def set_weights(envoy, blue, green):
 
 @pytest.mark.parametrize("kind", ["http_cookie", "session_header", "http_header"])
 def test_sessions_keep_their_cluster_through_a_shift_and_rebind_when_it_leaves(
-        kind, envoy_factory, backends, fourth, tmp_path):
+        kind, build, envoy_factory, backends, fourth, tmp_path):
     servers = Backends([*backends, fourth])
     envoy = envoy_factory("blue-green.yaml", None if kind == "http_cookie" else plugin_for(kind),
                           servers=servers, start=False)

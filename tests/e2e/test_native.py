@@ -88,8 +88,6 @@ NATIVE_ONLY_BAD = [
     ("mirror-is-wasm-only", json.dumps({"name": "e2e", "type": "client_ip", "mirror": {
         "cluster": "etcd", "secret": "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="}}),
      "mirror"),
-    ("clusters-are-wasm-only", json.dumps({"name": "e2e", "type": "http_cookie",
-                                           "clusters": {"allow": ["backends"]}}), "clusters"),
 ]
 
 

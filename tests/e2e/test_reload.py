@@ -23,7 +23,7 @@ import time
 
 import yaml
 
-from conftest import KEY1, KEY2, LOCAL, deadline_loop, first_cookie, plugin_config
+from conftest import KEY1, KEY2, LOCAL, NATIVE_FILTER, deadline_loop, first_cookie, plugin_config
 import persist_codec as codec
 
 LOAD_S = 16
@@ -57,9 +57,13 @@ def write_lds(envoy):
 
 
 def set_plugin(envoy, plugin):
+    """Puts `plugin` in the listener's persist filter: the wasm filter's configuration, or
+    the native module's filter_config."""
     hcm = envoy.lds_listeners[0]["filter_chains"][0]["filters"][0]["typed_config"]
-    wasm = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm")
-    wasm["typed_config"]["config"]["configuration"]["value"] = json.dumps(plugin)
+    f = next(f for f in hcm["http_filters"] if f["name"] in ("envoy.filters.http.wasm", NATIVE_FILTER))
+    tc = f["typed_config"]
+    value = tc["filter_config"] if f["name"] == NATIVE_FILTER else tc["config"]["configuration"]
+    value["value"] = json.dumps(plugin)
     envoy.plugin = copy.deepcopy(plugin)
 
 
