@@ -417,12 +417,12 @@ pub fn set_upstream_override_host(filter: FilterEnvoyPtr, host: &[u8], strict: b
 
 /// Sets the stream's filter state `key` to the string `value` (Envoy stores it under `key`
 /// exactly, as a string object: `%FILTER_STATE(<key>:PLAIN)%` prints it).
-pub fn set_filter_state(filter: FilterEnvoyPtr, key: &str, value: &[u8]) -> bool {
+pub fn set_filter_state(filter: FilterEnvoyPtr, key: &[u8], value: &[u8]) -> bool {
     // SAFETY: buffers point into borrowed slices valid for the call; Envoy copies them.
     unsafe {
         envoy_dynamic_module_callback_http_set_filter_state_bytes(
             filter,
-            ModuleBuffer::of(key.as_bytes()),
+            ModuleBuffer::of(key),
             ModuleBuffer::of(value),
         )
     }

@@ -226,10 +226,25 @@ pub fn property_source<'a>(path: &[&'a str]) -> Option<PropertySource<'a>> {
     Some(PropertySource::Attribute(attr))
 }
 
-/// The filter-state key of the core's state `name`: the key Envoy gives the wasm module's
-/// (`proxy_set_property` of a one-segment path stores it as `wasm.<name>`).
-pub fn filter_state_key(name: &str) -> String {
-    format!("wasm.{name}")
+/// The prefix Envoy gives the wasm module's filter state (`proxy_set_property` of a
+/// one-segment path stores it as `wasm.<name>`).
+const FILTER_STATE_PREFIX: &[u8] = b"wasm.";
+
+/// Runs `f` on the filter-state key of the core's state `name`: the key Envoy gives the wasm
+/// module's. Built on the stack (this runs twice on every request; a `format!` cost about
+/// 0.8k instructions each, BENCHMARKS.md "Native module").
+pub fn with_filter_state_key<R>(name: &str, f: impl FnOnce(&[u8]) -> R) -> R {
+    let mut buf = [0u8; 64];
+    let len = FILTER_STATE_PREFIX.len() + name.len();
+    match buf.get_mut(..len) {
+        Some(key) => {
+            let (prefix, rest) = key.split_at_mut(FILTER_STATE_PREFIX.len());
+            prefix.copy_from_slice(FILTER_STATE_PREFIX);
+            rest.copy_from_slice(name.as_bytes());
+            f(key)
+        }
+        None => f(&[FILTER_STATE_PREFIX, name.as_bytes()].concat()),
+    }
 }
 
 impl SharedStore for NativeHost<'_> {
@@ -344,7 +359,9 @@ impl Host for NativeHost<'_> {
     /// access-log format serves both builds (README "Access logs and dashboards").
     fn set_filter_state(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
         let f = self.filter()?;
-        ok(ffi::set_filter_state(f, &filter_state_key(name), value))
+        ok(with_filter_state_key(name, |key| {
+            ffi::set_filter_state(f, key, value)
+        }))
     }
 
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError> {
@@ -437,14 +454,16 @@ mod tests {
 
     #[test]
     fn filter_state_keys_are_the_wasm_modules() {
+        let key = |name: &str| with_filter_state_key(name, <[u8]>::to_vec);
         assert_eq!(
-            filter_state_key(persist_core::flow::DECISION_STATE),
-            "wasm.persist.decision"
+            key(persist_core::flow::DECISION_STATE),
+            b"wasm.persist.decision"
         );
-        assert_eq!(
-            filter_state_key(persist_core::flow::TYPE_STATE),
-            "wasm.persist.type"
-        );
+        assert_eq!(key(persist_core::flow::TYPE_STATE), b"wasm.persist.type");
+        // A name longer than the stack buffer takes the heap, same key.
+        let long = "n".repeat(100);
+        assert_eq!(key(&long), [&b"wasm."[..], long.as_bytes()].concat());
+        assert_eq!(key(""), b"wasm.");
     }
 
     #[test]
