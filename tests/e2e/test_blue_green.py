@@ -7,8 +7,8 @@ lands on blue; the weights are then shifted to 0/100 through Envoy's runtime (no
 the old sessions stay on their blue server, new ones go to green, and no client can pick a
 cluster with the header. Then blue leaves `clusters.allow` (a listener update from a watched
 file, so the table survives): its sessions rebind to green on their next request, with a
-200 answer, counted `rebind`. Both builds: the native module asks Envoy to choose the route
-again after writing the cluster header."""
+200 answer, counted `rebind`. Both builds: the native run loads envoy/native-blue-green.yaml,
+where the module asks Envoy to choose the route again after writing the cluster header."""
 
 import pytest
 
@@ -87,7 +87,9 @@ def set_weights(envoy, blue, green):
 def test_sessions_keep_their_cluster_through_a_shift_and_rebind_when_it_leaves(
         kind, build, envoy_factory, backends, fourth, tmp_path):
     servers = Backends([*backends, fourth])
-    envoy = envoy_factory("blue-green.yaml", None if kind == "http_cookie" else plugin_for(kind),
+    # The native run loads its own shipped example, envoy/native-blue-green.yaml.
+    example = "native-blue-green.yaml" if build == "native" else "blue-green.yaml"
+    envoy = envoy_factory(example, None if kind == "http_cookie" else plugin_for(kind),
                           servers=servers, start=False)
     to_lds(envoy, tmp_path / "lds")
     envoy.start()

@@ -31,7 +31,8 @@ def assert_abi_matched(log):
 
 
 def test_the_native_examples_exist():
-    for name in ("native-http-cookie.yaml", "native-http-cookie-strict.yaml", "native-http-header.yaml"):
+    for name in ("native-http-cookie.yaml", "native-http-cookie-strict.yaml", "native-http-header.yaml",
+                 "native-blue-green.yaml"):
         assert name in NATIVE_EXAMPLES
 
 
