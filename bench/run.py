@@ -37,6 +37,9 @@ Environment (all optional):
                      counters). The sampling costs Envoy CPU: compare figures of one mode only.
                      BENCH_PERF_ARGS replaces "-e cpu-clock -g" (e.g. "-e cpu-clock -F 999
                      --call-graph dwarf,16384" to unwind through the stripped Envoy binary)
+  BENCH_PIN=E:L       pin every Envoy to CPU list E and wrk and nginx to CPU list L
+                     (taskset), e.g. 1:0: the Envoy under test then has a CPU of its own
+                     instead of sharing both with the load generator; off by default
   ENVOY_BIN, PERSIST_WASM, PERSIST_NATIVE, NOOP_WASM   binaries (defaults: scripts/envoy-bin.sh and
                      target/wasm32-wasip1/release/{envoy_persist,noop_filter}.wasm)
 
@@ -76,6 +79,12 @@ ROUNDS = env_num("BENCH_ROUNDS", 1 if QUICK else 8)
 ENTRIES = env_num("BENCH_ENTRIES", 10000 if QUICK else 100000)
 MAX_ENTRIES = env_num("BENCH_MAX_ENTRIES", 2 * ENTRIES)
 THREADS = env_num("BENCH_THREADS", 2)
+PIN_ENVOY, _, PIN_LOAD = os.environ.get("BENCH_PIN", "").partition(":")
+
+
+def pinned(argv, cpus):
+    """`argv` run on the CPU list `cpus` (BENCH_PIN), or as it is."""
+    return ["taskset", "-c", cpus, *argv] if cpus else argv
 CONNS = env_num("BENCH_CONNECTIONS", 32)
 PORT_BASE = env_num("BENCH_PORT_BASE", 17000)
 WRITE = os.environ.get("BENCH_WRITE", "0" if QUICK else "1") not in ("", "0")
@@ -270,7 +279,8 @@ def start_backends(procs, run_dir, nginx_bin):
     with open(conf, "w") as f:
         f.write(fill(os.path.join(BENCH, "nginx.conf"), RUN=run_dir, BACKEND1=BACKENDS[0],
                      BACKEND2=BACKENDS[1], BACKEND3=BACKENDS[2]))
-    ng = procs.start("nginx", [nginx_bin, "-p", run_dir, "-c", conf, "-e", os.path.join(run_dir, "nginx-error.log")])
+    ng = procs.start("nginx", pinned([nginx_bin, "-p", run_dir, "-c", conf, "-e", os.path.join(run_dir, "nginx-error.log")],
+                                     PIN_LOAD))
     for p in BACKENDS:
         wait_port(p, ng, "nginx")
     return ng
@@ -418,7 +428,7 @@ def wrk_cmd(port, seconds, script, headers=(), path="/"):
             "-s", os.path.join(BENCH, "lua", script)]
     for h in headers:
         argv += ["-H", h]
-    return argv + [f"http://127.0.0.1:{port}{path}"]
+    return pinned(argv + [f"http://127.0.0.1:{port}{path}"], PIN_LOAD)
 
 
 def wrk_env(kind, mode, keys):
@@ -564,8 +574,8 @@ def main():
                 f.write(envoy_config(name, spec, port, admin_port))
             env = dict(os.environ, ENVOY_DYNAMIC_MODULES_SEARCH_PATH=os.path.join(
                 run_dir, "native-b" if spec.get("native_b") else "native"))
-            proc = procs.start(f"envoy-{name}", [envoy_bin, "-c", cfg, "--concurrency", "1", "--disable-hot-restart",
-                                                 "--log-level", "warn"], env=env)
+            proc = procs.start(f"envoy-{name}", pinned([envoy_bin, "-c", cfg, "--concurrency", "1", "--disable-hot-restart",
+                                                        "--log-level", "warn"], PIN_ENVOY), env=env)
             envoys[name] = dict(spec, name=name, port=port, admin=admin_port, proc=proc, pid=proc.pid,
                                 log=os.path.join(run_dir, f"envoy-{name}.log"))
         for e in envoys.values():
@@ -702,7 +712,7 @@ def main():
 
     machine = describe_machine(envoy_bin, nginx_bin)
     meta = dict(started=started.strftime("%Y-%m-%d %H:%M UTC"), seconds=SECONDS, rounds=ROUNDS, entries=ENTRIES,
-                max_entries=MAX_ENTRIES, threads=THREADS, connections=CONNS, quick=QUICK,
+                max_entries=MAX_ENTRIES, threads=THREADS, connections=CONNS, quick=QUICK, pin=os.environ.get("BENCH_PIN", ""),
                 load_start=load_start, load_end=load_end, load_max=max(loads) if loads else None,
                 duration_s=(datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(),
                 command=command_line(), sizes=sizes, tables=tables, revision=revision, caps=CAPS)
@@ -819,7 +829,14 @@ def render_tables(rows):
 
 def render_markdown(rows, meta, machine, table_md, sizes):
     busy_note = ""
-    if meta["load_max"] and meta["load_max"] > machine["nproc"]:
+    pin_note = ""
+    if meta.get("pin"):
+        envoy_cpus, _, load_cpus = meta["pin"].partition(":")
+        pin_note = (f"; every Envoy pinned to CPU {envoy_cpus}, wrk and nginx to CPU {load_cpus} "
+                    f"(`BENCH_PIN={meta['pin']}`)")
+    # The run itself keeps about nproc tasks runnable (wrk's threads, nginx, the Envoy under
+    # test): only a load beyond that says other jobs shared the host.
+    if meta["load_max"] and meta["load_max"] > machine["nproc"] + 1:
         busy_note = (f"\n\n> **This run shared the host with other jobs** (load average up to {meta['load_max']:.1f} on "
                      f"{machine['nproc']} CPUs): the req/s ratios are dominated by that noise; the CPU ratio "
                      f"(Envoy CPU time per request) is the steadier figure. Run `make bench` on an idle host for "
@@ -847,7 +864,7 @@ Nothing in the tests asserts timing: the figures live here.
   three server blocks), {machine['wrk']}
 - **Load**: wrk `-t{meta['threads']} -c{meta['connections']}` keep-alive connections, {meta['seconds']:g} s per
   measurement, {meta['rounds']} interleaved rounds (every case once per round, in the order below);
-  figures are medians over the rounds, a ratio is the median of the per-round ratios to plain Envoy
+  figures are medians over the rounds, a ratio is the median of the per-round ratios to plain Envoy{pin_note}
 - **Host load**: load average {meta['load_start']:.2f} at start, {meta['load_max']:.2f} at most, {meta['load_end']:.2f}
   at the end (wrk, nginx and the Envoys share the {machine['nproc']} CPUs; other jobs on the host make the
   figures noisy, which the interleaving and the per-round ratios only partly absorb){busy_note}
