@@ -334,23 +334,35 @@ pub fn attribute_string(filter: FilterEnvoyPtr, id: Attribute) -> Option<Vec<u8>
     with_attribute(filter, id, |v| v.map(<[u8]>::to_vec))
 }
 
+/// Runs `f` on the buffer a callback of Envoy's fills (`fill` passes it the out-pointer and
+/// returns the callback's answer), as Envoy holds it (no copy); `None` when the callback
+/// failed or left it empty.
+fn with_envoy_buffer<R>(
+    fill: impl FnOnce(&mut EnvoyBuffer) -> bool,
+    f: impl FnOnce(Option<&[u8]>) -> R,
+) -> R {
+    let mut out = EnvoyBuffer::NULL;
+    if !fill(&mut out) || out.ptr.is_null() {
+        return f(None);
+    }
+    // SAFETY: Envoy filled `out` with a buffer of the stream it keeps alive during this
+    // hook; it is read here, before any other call into Envoy.
+    f(Some(unsafe { out.as_slice() }))
+}
+
 /// Runs `f` on attribute `id` as Envoy holds it (no copy), `None` when absent.
 pub fn with_attribute<R>(
     filter: FilterEnvoyPtr,
     id: Attribute,
     f: impl FnOnce(Option<&[u8]>) -> R,
 ) -> R {
-    let mut out = EnvoyBuffer::NULL;
-    // SAFETY: out-pointer is a valid local.
-    let ok = unsafe {
-        envoy_dynamic_module_callback_http_filter_get_attribute_string(filter, id, &mut out)
-    };
-    if !ok || out.ptr.is_null() {
-        return f(None);
-    }
-    // SAFETY: Envoy filled `out` with a buffer of the stream it keeps alive during this
-    // hook; it is read here, before any other call into Envoy.
-    f(Some(unsafe { out.as_slice() }))
+    with_envoy_buffer(
+        // SAFETY: the out-pointer is a valid local of with_envoy_buffer.
+        |out| unsafe {
+            envoy_dynamic_module_callback_http_filter_get_attribute_string(filter, id, out)
+        },
+        f,
+    )
 }
 
 /// Makes Envoy choose the stream's route again from its request headers (a no-op outside
@@ -362,36 +374,33 @@ pub fn clear_route_cache(filter: FilterEnvoyPtr) {
 
 /// The name of the cluster the stream's route chose, `None` when it has none.
 pub fn cluster_name(filter: FilterEnvoyPtr) -> Option<Vec<u8>> {
-    let mut out = EnvoyBuffer::NULL;
-    // SAFETY: out-pointer is a valid local.
-    let ok = unsafe { envoy_dynamic_module_callback_http_get_cluster_name(filter, &mut out) };
-    if !ok || out.ptr.is_null() {
-        return None;
-    }
-    // SAFETY: Envoy filled `out` with the cluster's name, which it keeps alive during this
-    // hook; it is copied here, before any other call into Envoy.
-    Some(unsafe { out.as_slice() }.to_vec())
+    with_envoy_buffer(
+        // SAFETY: the out-pointer is a valid local of with_envoy_buffer.
+        |out| unsafe { envoy_dynamic_module_callback_http_get_cluster_name(filter, out) },
+        |name| name.map(<[u8]>::to_vec),
+    )
 }
 
 /// A string (or number, formatted) of the stream's dynamic metadata.
 pub fn dynamic_metadata(filter: FilterEnvoyPtr, ns: &str, key: &str) -> Option<Vec<u8>> {
-    let mut out = EnvoyBuffer::NULL;
-    // SAFETY: buffers point into borrowed strs; out-pointer is a valid local.
-    let ok = unsafe {
-        envoy_dynamic_module_callback_http_get_metadata_string(
-            filter,
-            METADATA_DYNAMIC,
-            ModuleBuffer::of(ns.as_bytes()),
-            ModuleBuffer::of(key.as_bytes()),
-            &mut out,
-        )
-    };
-    if ok && !out.ptr.is_null() {
-        // SAFETY: Envoy filled `out` with a live buffer.
-        return Some(unsafe { out.to_vec() });
+    let text = with_envoy_buffer(
+        // SAFETY: buffers point into borrowed strs; the out-pointer is a valid local.
+        |out| unsafe {
+            envoy_dynamic_module_callback_http_get_metadata_string(
+                filter,
+                METADATA_DYNAMIC,
+                ModuleBuffer::of(ns.as_bytes()),
+                ModuleBuffer::of(key.as_bytes()),
+                out,
+            )
+        },
+        |text| text.map(<[u8]>::to_vec),
+    );
+    if text.is_some() {
+        return text;
     }
     let mut n: f64 = 0.0;
-    // SAFETY: as above.
+    // SAFETY: buffers point into borrowed strs; out-pointer is a valid local.
     let ok = unsafe {
         envoy_dynamic_module_callback_http_get_metadata_number(
             filter,
