@@ -2,7 +2,7 @@
 //! `weighted_clusters` route a profile may hand a client back to, and the request header
 //! that names one to the route (`cluster_header`).
 
-use super::{check_token, header_name, ConfigError};
+use super::{check_token, own_header_name, ConfigError};
 use serde::Deserialize;
 
 /// Default header a route's `cluster_header` reads.
@@ -72,17 +72,12 @@ const RESERVED: &[&str] = &[
 
 impl RawClusters {
     pub(super) fn validate(self) -> Result<Clusters, ConfigError> {
-        let header = header_name(
+        let header = own_header_name(
             "clusters.header",
-            self.header
-                .unwrap_or_else(|| DEFAULT_CLUSTER_HEADER.to_string()),
+            self.header,
+            DEFAULT_CLUSTER_HEADER,
+            |h| RESERVED.contains(&h),
         )?;
-        if RESERVED.contains(&header.as_str()) {
-            return Err(ConfigError::new(
-                "clusters.header",
-                format!("`{header}` is a reserved header"),
-            ));
-        }
         let names = self.allow.unwrap_or_default();
         if names.is_empty() || names.len() > MAX_CLUSTERS {
             return Err(ConfigError::new(

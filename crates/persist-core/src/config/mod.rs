@@ -218,6 +218,24 @@ pub(super) fn header_name(field: &str, value: String) -> Result<String, ConfigEr
     Ok(value)
 }
 
+/// A header name field the filter writes its own value in: [`header_name`], `default` when
+/// absent, refused when `reserved` says the value cannot ride in that header.
+pub(super) fn own_header_name(
+    field: &str,
+    value: Option<String>,
+    default: &str,
+    reserved: impl Fn(&str) -> bool,
+) -> Result<String, ConfigError> {
+    let name = header_name(field, value.unwrap_or_else(|| default.to_string()))?;
+    if reserved(&name) {
+        return Err(ConfigError::new(
+            field,
+            format!("`{name}` is a reserved header"),
+        ));
+    }
+    Ok(name)
+}
+
 pub(crate) fn check_token(field: &str, value: &str) -> Result<(), ConfigError> {
     if value.is_empty() || value.len() > 256 || !value.bytes().all(is_token_char) {
         return Err(ConfigError::new(

@@ -2,7 +2,7 @@
 //! token of `http_cookie`, carried in a header instead of a cookie.
 
 use super::cookie::parse_keys;
-use super::{header_name, ConfigError};
+use super::{own_header_name, ConfigError};
 use serde::Deserialize;
 
 /// Default carrier header.
@@ -46,17 +46,12 @@ const RESERVED: &[&str] = &[
 
 impl RawSessionHeader {
     pub(super) fn validate(self) -> Result<SessionHeaderConfig, ConfigError> {
-        let name = header_name(
+        let name = own_header_name(
             "session_header.name",
-            self.name
-                .unwrap_or_else(|| DEFAULT_SESSION_HEADER.to_string()),
+            self.name,
+            DEFAULT_SESSION_HEADER,
+            |h| RESERVED.contains(&h) || h.starts_with("grpc-"),
         )?;
-        if RESERVED.contains(&name.as_str()) || name.starts_with("grpc-") {
-            return Err(ConfigError::new(
-                "session_header.name",
-                format!("`{name}` is a reserved header"),
-            ));
-        }
         let keys = match self.keys {
             Some(list) => parse_keys("session_header.keys", &list)?,
             None => Vec::new(),
