@@ -80,11 +80,6 @@ ENTRIES = env_num("BENCH_ENTRIES", 10000 if QUICK else 100000)
 MAX_ENTRIES = env_num("BENCH_MAX_ENTRIES", 2 * ENTRIES)
 THREADS = env_num("BENCH_THREADS", 2)
 PIN_ENVOY, _, PIN_LOAD = os.environ.get("BENCH_PIN", "").partition(":")
-
-
-def pinned(argv, cpus):
-    """`argv` run on the CPU list `cpus` (BENCH_PIN), or as it is."""
-    return ["taskset", "-c", cpus, *argv] if cpus else argv
 CONNS = env_num("BENCH_CONNECTIONS", 32)
 PORT_BASE = env_num("BENCH_PORT_BASE", 17000)
 WRITE = os.environ.get("BENCH_WRITE", "0" if QUICK else "1") not in ("", "0")
@@ -271,6 +266,11 @@ def envoy_config_with(filter_lines, port, admin_port):
         else:
             out.append(line)
     return "\n".join(out) + "\n"
+
+
+def pinned(argv, cpus):
+    """`argv` run on the CPU list `cpus` (BENCH_PIN), or as it is."""
+    return ["taskset", "-c", cpus, *argv] if cpus else argv
 
 
 def start_backends(procs, run_dir, nginx_bin):
@@ -712,7 +712,7 @@ def main():
 
     machine = describe_machine(envoy_bin, nginx_bin)
     meta = dict(started=started.strftime("%Y-%m-%d %H:%M UTC"), seconds=SECONDS, rounds=ROUNDS, entries=ENTRIES,
-                max_entries=MAX_ENTRIES, threads=THREADS, connections=CONNS, quick=QUICK, pin=os.environ.get("BENCH_PIN", ""),
+                max_entries=MAX_ENTRIES, threads=THREADS, connections=CONNS, quick=QUICK, pin_envoy=PIN_ENVOY, pin_load=PIN_LOAD,
                 load_start=load_start, load_end=load_end, load_max=max(loads) if loads else None,
                 duration_s=(datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(),
                 command=command_line(), sizes=sizes, tables=tables, revision=revision, caps=CAPS)
@@ -830,10 +830,9 @@ def render_tables(rows):
 def render_markdown(rows, meta, machine, table_md, sizes):
     busy_note = ""
     pin_note = ""
-    if meta.get("pin"):
-        envoy_cpus, _, load_cpus = meta["pin"].partition(":")
-        pin_note = (f"; every Envoy pinned to CPU {envoy_cpus}, wrk and nginx to CPU {load_cpus} "
-                    f"(`BENCH_PIN={meta['pin']}`)")
+    if meta.get("pin_envoy") or meta.get("pin_load"):
+        pin_note = (f"; every Envoy pinned to CPU {meta['pin_envoy'] or 'any'}, wrk and nginx to CPU "
+                    f"{meta['pin_load'] or 'any'} (`BENCH_PIN={meta['pin_envoy']}:{meta['pin_load']}`)")
     # The run itself keeps about nproc tasks runnable (wrk's threads, nginx, the Envoy under
     # test): only a load beyond that says other jobs shared the host.
     if meta["load_max"] and meta["load_max"] > machine["nproc"] + 1:
