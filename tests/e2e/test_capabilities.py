@@ -1,7 +1,9 @@
-"""The capability restriction (README "Performance"): the list in
-bench/envoy/capabilities.yaml, put in the wasm filter's vm_config, keeps every kind working
-(no call to a left-out capability, no VM failure), and Envoy really leaves out what the list
-leaves out (a list without proxy_on_response_headers issues no cookie)."""
+"""The capability restriction (README "Leave out the callbacks the filter does not use"):
+every wasm example under envoy/ carries the list of bench/envoy/capabilities.yaml in its
+vm_config; every kind works with it as shipped (no call to a left-out capability, no VM
+failure), and Envoy really leaves out what the list leaves out (a list without
+proxy_on_response_headers issues no cookie). The rest of the e2e suite runs on the same
+examples, so it runs restricted too."""
 
 import copy
 from pathlib import Path
@@ -9,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import _hcm_configs, _wasm_filters, deadline_loop, example_plugin_json, first_cookie
+from conftest import EXAMPLES, _hcm_configs, _wasm_filters, deadline_loop, example_plugin_json, first_cookie, load_example
 from etcd_util import etcd, mirror_patch  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,6 +43,18 @@ def test_the_list_names_what_the_module_exports_and_imports():
         assert per_request_not_needed not in allowed
 
 
+WASM_EXAMPLES = sorted(p.name for p in EXAMPLES.glob("*.yaml") if not p.name.startswith("native-"))
+
+
+@pytest.mark.parametrize("example", WASM_EXAMPLES)
+def test_every_wasm_example_ships_the_list(example):
+    filters = list(_wasm_filters(load_example(example)))
+    assert filters, f"{example}: no wasm filter"
+    for f in filters:
+        vm = f["typed_config"]["config"]["vm_config"]
+        assert vm.get("capability_restriction_config") == CAPS["capability_restriction_config"], example
+
+
 def activity(envoy):
     c = envoy.counters()
     return sum(v for k, v in c.items() if k in ("hit", "miss", "new", "rebind", "invalid"))
@@ -50,7 +64,7 @@ def activity(envoy):
                                      "http-header.yaml", "client-ip.yaml", "consistent-hash.yaml",
                                      "custom-lua.yaml"])
 def test_every_kind_works_restricted(envoy_factory, example):
-    envoy = envoy_factory(example, patch=restrict(CAPS))
+    envoy = envoy_factory(example)
     for i in range(12):
         r = envoy.get(f"/item/{i}", headers={"x-user": f"u{i % 3}"},
                       cookie=f"JSESSIONID=s{i % 3}")
@@ -72,7 +86,7 @@ def test_every_kind_works_restricted(envoy_factory, example):
 
 
 def test_sealed_cookie_lifecycle_restricted(envoy_factory, backends):
-    envoy = envoy_factory("http-cookie.yaml", patch=restrict(CAPS))
+    envoy = envoy_factory("http-cookie.yaml")
     r, c = first_cookie(envoy)
     server = r.server
     for i in range(10):
@@ -120,14 +134,11 @@ def test_a_left_out_host_call_is_refused_and_logged(envoy_factory):
 
 def test_mirror_works_restricted(etcd, envoy_factory, backends):  # noqa: F811 (fixture)
     """The gRPC capabilities of the mirror (calls, the watch stream, their callbacks): as
-    test_mirror's local-miss test, both Envoys restricted. B's one-entry table sends almost
+    test_mirror's local-miss test, both Envoys restricted as the example ships. B's one-entry table sends almost
     every key to etcd on the request, and each is still answered from A's backend."""
     from test_mirror import EXAMPLE, assert_answers, etcd_ranges, propagated, wait_connected
 
-    def patch(cfg):
-        mirror_patch(etcd.ports)(cfg)
-        restrict(CAPS)(cfg)
-
+    patch = mirror_patch(etcd.ports)
     plugin = example_plugin_json(EXAMPLE)
     plugin["max_entries"] = 1
     a = envoy_factory(EXAMPLE, patch=patch)
