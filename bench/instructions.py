@@ -6,7 +6,8 @@ CPU time per request is too noisy (a shared host). Not part of `make bench`.
 ENVOY is a configuration of bench/run.py (plain, native, floor, cookie, header, app, ip,
 dm-cookie, dm-header, dm-app, dm-ip), or `probe/<plan>` for the host-call probe of
 bench/hostcalls.py with that plan (e.g. `probe/get_header=16`; `probe/` alone: no call); MODE the requests: new (no cookie), pinned (the
-floor's fixed x-persist-upstream), steady (the cookie of a first response), header (x-user
+floor's fixed x-persist-upstream), steady (the cookie of a first response, or IR_COOKIE's
+NAME=VALUE for a module variant that sets none; without either the run fails), header (x-user
 u0..u199), app (JSESSIONID s0..s199, learned through /login first), xff (X-Forwarded-For,
 200 addresses); MODULE a build of libenvoy_persist_native.so for the dm-* configurations
 (default: target/native). Envoy runs under `valgrind --tool=callgrind --instr-atstart=no`
@@ -70,10 +71,14 @@ def run(name, envoy_spec, mode, native_dir=None, env_extra=None):
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         hdrs = []
         if mode == "steady":
-            r = req(c, {})
-            sc = [v for k, v in r.getheaders() if k.lower() == "set-cookie"]
-            ck = sc[0].split(";")[0] if sc else None
-            hdrs = [{"Cookie": ck}] if ck else [{}]
+            ck = os.environ.get("IR_COOKIE")
+            if not ck:
+                r = req(c, {})
+                sc = [v for k, v in r.getheaders() if k.lower() == "set-cookie"]
+                if not sc:  # counting on would measure new clients, not steady ones
+                    raise RuntimeError(f"{name}: steady needs a cookie and the first response set none; give one with IR_COOKIE")
+                ck = sc[0].split(";")[0]
+            hdrs = [{"Cookie": ck}]
         elif mode == "new":
             hdrs = [{}]
         elif mode == "pinned":  # the floor's fixed hand-off header (bench/run.py PINNED)
