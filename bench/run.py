@@ -37,6 +37,8 @@ Environment (all optional):
                      counters). The sampling costs Envoy CPU: compare figures of one mode only.
                      BENCH_PERF_ARGS replaces "-e cpu-clock -g" (e.g. "-e cpu-clock -F 999
                      --call-graph dwarf,16384" to unwind through the stripped Envoy binary)
+  BENCH_PLUGIN=JSON  keys merged into the plugin JSON of every persist case, wasm and
+                     native (e.g. '{"access_log_state": false}' for an A/B of one option)
   BENCH_PIN=E:L       pin every Envoy to CPU list E and wrk and nginx to CPU list L
                      (taskset), e.g. 1:0: the Envoy under test then has a CPU of its own
                      instead of sharing both with the load generator; off by default
@@ -247,7 +249,10 @@ def snippet(name, caps=True, **values):
 
 
 def envoy_config(name, spec, port, admin_port):
-    plugin = json.dumps(spec.get("plugin", {}), separators=(",", ":"))
+    plugin = spec.get("plugin", {})
+    if plugin and os.environ.get("BENCH_PLUGIN"):
+        plugin = {**plugin, **json.loads(os.environ["BENCH_PLUGIN"])}
+    plugin = json.dumps(plugin, separators=(",", ":"))
     lines = snippet(spec["filters"], caps=CAPS and spec.get("caps", True), NOOP_WASM=NOOP_WASM,
                     PERSIST_WASM=spec.get("module", PERSIST_WASM), PLUGIN_JSON=plugin)
     return envoy_config_with(lines, port, admin_port)
