@@ -75,18 +75,29 @@ impl SharedStore for MemoryStore {
     }
 
     fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
-        let current = self.map.borrow().get(key).map(|(_, c)| *c);
-        if let Some(current) = current {
-            if cas != 0 && cas != current {
-                return Err(StoreError::CasMismatch);
-            }
-        }
-        let token = self.next_cas();
-        self.map
-            .borrow_mut()
-            .insert(key.to_string(), (value.to_vec(), token));
-        Ok(())
+        write_with_cas(&mut self.map.borrow_mut(), key, value, cas, || {
+            self.next_cas()
+        })
     }
+}
+
+/// The write rule of Envoy's shared data on one map of `key -> (value, token)`, for every
+/// store that keeps such a map: a missing key is written whatever `cas`; an existing one
+/// only when `cas` is 0 or its current token. The value written gets `next_token()`.
+pub fn write_with_cas<S: std::hash::BuildHasher>(
+    map: &mut HashMap<String, (Vec<u8>, u32), S>,
+    key: &str,
+    value: &[u8],
+    cas: u32,
+    next_token: impl FnOnce() -> u32,
+) -> Result<(), StoreError> {
+    if let Some((_, current)) = map.get(key) {
+        if cas != 0 && cas != *current {
+            return Err(StoreError::CasMismatch);
+        }
+    }
+    map.insert(key.to_string(), (value.to_vec(), next_token()));
+    Ok(())
 }
 
 #[cfg(test)]

@@ -474,39 +474,23 @@ pub enum MetricOp {
     GaugeSet,
 }
 
+/// The signature the four metric-update callbacks share.
+type UpdateMetric = unsafe extern "C" fn(
+    filter: FilterEnvoyPtr,
+    id: usize,
+    label_values: *mut ModuleBuffer,
+    label_values_length: usize,
+    value: u64,
+) -> MetricsResult;
+
 pub fn update_metric(filter: FilterEnvoyPtr, op: MetricOp, id: usize, value: u64) -> bool {
-    // SAFETY: no labels (null, 0), as defined.
-    let r = unsafe {
-        match op {
-            MetricOp::Increment => envoy_dynamic_module_callback_http_filter_increment_counter(
-                filter,
-                id,
-                std::ptr::null_mut(),
-                0,
-                value,
-            ),
-            MetricOp::GaugeUp => envoy_dynamic_module_callback_http_filter_increment_gauge(
-                filter,
-                id,
-                std::ptr::null_mut(),
-                0,
-                value,
-            ),
-            MetricOp::GaugeDown => envoy_dynamic_module_callback_http_filter_decrement_gauge(
-                filter,
-                id,
-                std::ptr::null_mut(),
-                0,
-                value,
-            ),
-            MetricOp::GaugeSet => envoy_dynamic_module_callback_http_filter_set_gauge(
-                filter,
-                id,
-                std::ptr::null_mut(),
-                0,
-                value,
-            ),
-        }
+    let update: UpdateMetric = match op {
+        MetricOp::Increment => envoy_dynamic_module_callback_http_filter_increment_counter,
+        MetricOp::GaugeUp => envoy_dynamic_module_callback_http_filter_increment_gauge,
+        MetricOp::GaugeDown => envoy_dynamic_module_callback_http_filter_decrement_gauge,
+        MetricOp::GaugeSet => envoy_dynamic_module_callback_http_filter_set_gauge,
     };
+    // SAFETY: no labels (null, 0), as defined.
+    let r = unsafe { update(filter, id, std::ptr::null_mut(), 0, value) };
     r == METRICS_SUCCESS
 }

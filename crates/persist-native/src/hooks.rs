@@ -109,6 +109,24 @@ fn with_flow(
     }
 }
 
+/// Drops, under the panic barrier, the Box this module handed Envoy as `ptr` (a config or
+/// a filter): Envoy's destroy hooks.
+///
+/// # Safety
+/// `ptr` is null or came from `Box::<T>::into_raw` in this module, and is not used again.
+unsafe fn drop_boxed<T>(ptr: *const c_void) {
+    guarded(
+        (),
+        || {},
+        || {
+            if !ptr.is_null() {
+                // SAFETY: as the caller guarantees.
+                drop(unsafe { Box::from_raw(ptr as *mut T) });
+            }
+        },
+    )
+}
+
 /// Runs a stream hook's body under the panic barrier; `Continue` whatever happens.
 fn stream_hook(
     filter_envoy: FilterEnvoyPtr,
@@ -188,16 +206,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *const c_void) {
-    guarded(
-        (),
-        || {},
-        || {
-            if !config.is_null() {
-                // SAFETY: the Box this module returned from config_new, destroyed once.
-                drop(unsafe { Box::from_raw(config as *mut NativeConfig) });
-            }
-        },
-    )
+    // SAFETY: the pointer config_new returned (a Box of NativeConfig), destroyed once.
+    unsafe { drop_boxed::<NativeConfig>(config) }
 }
 
 /// Per-route configuration is not supported: refused (null), so Envoy rejects it.
@@ -245,16 +255,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter_module: *const c_void) {
-    guarded(
-        (),
-        || {},
-        || {
-            if !filter_module.is_null() {
-                // SAFETY: the Box this module returned from filter_new, destroyed once.
-                drop(unsafe { Box::from_raw(filter_module as *mut NativeFilter) });
-            }
-        },
-    )
+    // SAFETY: the pointer filter_new returned (a Box of NativeFilter), destroyed once.
+    unsafe { drop_boxed::<NativeFilter>(filter_module) }
 }
 
 #[no_mangle]

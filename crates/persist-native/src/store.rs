@@ -8,7 +8,7 @@
 //! The map is sharded by key hash so that workers touching different keys do not contend; a
 //! token check and the write it guards happen under one shard lock.
 
-use persist_core::store::{SharedStore, StoreError, INSERT_ONLY};
+use persist_core::store::{write_with_cas, SharedStore, StoreError, INSERT_ONLY};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -116,14 +116,7 @@ impl SharedStore for NativeStore {
 
     fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
         let mut shard = self.shard(key).ok_or(StoreError::Host)?;
-        if let Some((_, current)) = shard.get(key) {
-            if cas != 0 && cas != *current {
-                return Err(StoreError::CasMismatch);
-            }
-        }
-        let token = self.next_cas();
-        shard.insert(key.to_string(), (value.to_vec(), token));
-        Ok(())
+        write_with_cas(&mut shard, key, value, cas, || self.next_cas())
     }
 }
 
