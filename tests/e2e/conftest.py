@@ -32,6 +32,8 @@ import persist_codec as codec
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "envoy"
+# The wasm examples; envoy/native-*.yaml load the native module (tests/e2e/test_native.py).
+WASM_EXAMPLE_FILES = sorted(p.name for p in EXAMPLES.glob("*.yaml") if not p.name.startswith("native-"))
 BACKEND_PY = ROOT / "tests" / "backend.py"
 DEFAULT_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "envoy_persist.wasm"
 DEFAULT_NATIVE = ROOT / "target" / "native" / "libenvoy_persist_native.so"

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import EXAMPLES, _hcm_configs, _wasm_filters, deadline_loop, example_plugin_json, first_cookie, load_example
+from conftest import (WASM_EXAMPLE_FILES, _hcm_configs, _wasm_filters, deadline_loop, example_plugin_json,
+                      first_cookie, load_example)
 from etcd_util import etcd, mirror_patch  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,10 +44,7 @@ def test_the_list_names_what_the_module_exports_and_imports():
         assert per_request_not_needed not in allowed
 
 
-WASM_EXAMPLES = sorted(p.name for p in EXAMPLES.glob("*.yaml") if not p.name.startswith("native-"))
-
-
-@pytest.mark.parametrize("example", WASM_EXAMPLES)
+@pytest.mark.parametrize("example", WASM_EXAMPLE_FILES)
 def test_every_wasm_example_ships_the_list(example):
     filters = list(_wasm_filters(load_example(example)))
     assert filters, f"{example}: no wasm filter"
@@ -134,8 +132,9 @@ def test_a_left_out_host_call_is_refused_and_logged(envoy_factory):
 
 def test_mirror_works_restricted(etcd, envoy_factory, backends):  # noqa: F811 (fixture)
     """The gRPC capabilities of the mirror (calls, the watch stream, their callbacks): as
-    test_mirror's local-miss test, both Envoys restricted as the example ships. B's one-entry table sends almost
-    every key to etcd on the request, and each is still answered from A's backend."""
+    test_mirror's local-miss test, both Envoys restricted as the example ships. B's
+    one-entry table sends almost every key to etcd on the request, and each is still answered
+    from A's backend."""
     from test_mirror import EXAMPLE, assert_answers, etcd_ranges, propagated, wait_connected
 
     patch = mirror_patch(etcd.ports)

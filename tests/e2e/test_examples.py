@@ -7,17 +7,14 @@ import subprocess
 
 import pytest
 
-from conftest import (DEFAULT_WASM, EXAMPLES, ROOT, envoy_bin, example_plugin_json, first_cookie,
-                      load_example, wasm_path)
-
-# The wasm examples; envoy/native-*.yaml load the native module (tests/e2e/test_native.py).
-EXAMPLE_FILES = sorted(p.name for p in EXAMPLES.glob("*.yaml") if not p.name.startswith("native-"))
+from conftest import (DEFAULT_WASM, EXAMPLES, ROOT, WASM_EXAMPLE_FILES, envoy_bin, example_plugin_json,
+                      first_cookie, load_example, wasm_path)
 
 
 def test_the_examples_exist():
     for name in ("http-cookie.yaml", "http-cookie-override-host.yaml", "http-cookie-strict.yaml",
                  "app-cookie.yaml", "http-header.yaml", "client-ip.yaml", "custom-lua.yaml", "mirror.yaml"):
-        assert name in EXAMPLE_FILES
+        assert name in WASM_EXAMPLE_FILES
 
 
 # One example per persistence type at least (tls and consistent_hash included once they ship).
@@ -26,7 +23,7 @@ TYPES = ("http_cookie", "session_header", "app_cookie", "http_header", "client_i
 BEFORE_WASM = {"envoy.filters.http.lua", "envoy.filters.http.header_mutation"}
 
 
-@pytest.mark.parametrize("name", EXAMPLE_FILES)
+@pytest.mark.parametrize("name", WASM_EXAMPLE_FILES)
 def test_example_passes_envoy_validate(name, tmp_path):
     """`envoy --mode validate` loads the module and runs its on_configure, so this also
     checks the example's plugin JSON."""
@@ -50,7 +47,7 @@ def _hcm(cfg):
     raise AssertionError("no http_connection_manager in the first filter chain")
 
 
-@pytest.mark.parametrize("name", EXAMPLE_FILES)
+@pytest.mark.parametrize("name", WASM_EXAMPLE_FILES)
 def test_example_shape(name):
     """What the README promises about each example (filter order, hand-off, cluster)."""
     cfg = load_example(name)
@@ -155,7 +152,7 @@ def test_example_shape(name):
 
 
 def test_one_example_per_new_type():
-    types = {example_plugin_json(n)["type"] for n in EXAMPLE_FILES}
+    types = {example_plugin_json(n)["type"] for n in WASM_EXAMPLE_FILES}
     assert {"http_cookie", "app_cookie", "http_header", "client_ip", "custom"} <= types, types
 
 
