@@ -53,6 +53,15 @@ def test_every_wasm_example_ships_the_list(example):
         assert vm.get("capability_restriction_config") == CAPS["capability_restriction_config"], example
 
 
+def test_the_readme_shows_the_same_list():
+    """The README's copy (the block under "Leave out the callbacks the filter does not use"),
+    inside `vm_config` as the text says."""
+    section = (ROOT / "README.md").read_text().split("### Leave out the callbacks the filter does not use", 1)[1]
+    block = section.split("```yaml", 1)[1].split("```", 1)[0]
+    shown = yaml.safe_load(block)["vm_config"]["capability_restriction_config"]["allowed_capabilities"]
+    assert shown == CAPS["capability_restriction_config"]["allowed_capabilities"]
+
+
 def activity(envoy):
     c = envoy.counters()
     return sum(v for k, v in c.items() if k in ("hit", "miss", "new", "rebind", "invalid"))
