@@ -2,7 +2,7 @@
 //! a host error becomes `None` or `Err` instead of a panic. Header values are read as
 //! bytes: the SDK's string getters unwrap UTF-8 and would panic on a hostile header.
 
-use persist_core::host::{GrpcHost, Host, HostError, MetricId, MetricKind};
+use persist_core::host::{GrpcHost, GrpcTarget, Host, HostError, MetricId, MetricKind};
 use persist_core::store::{SharedStore, StoreError};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
@@ -197,19 +197,19 @@ impl SharedStore for WasmHost {
     }
 }
 
-/// gRPC through an Envoy cluster named by `service` (a serialized `GrpcService`); answers
-/// arrive in the calling context's `on_grpc_*` callbacks.
+/// gRPC through the Envoy cluster of `target` (its serialized `GrpcService`); answers arrive
+/// in the calling context's `on_grpc_*` callbacks.
 impl GrpcHost for WasmHost {
     fn call(
         &self,
-        service: &str,
+        target: &GrpcTarget,
         service_name: &str,
         method: &str,
         message: &[u8],
         timeout: Duration,
     ) -> Result<u32, HostError> {
         ok(hostcalls::dispatch_grpc_call(
-            service,
+            &target.grpc_service,
             service_name,
             method,
             Vec::new(),
@@ -220,13 +220,13 @@ impl GrpcHost for WasmHost {
 
     fn open_stream(
         &self,
-        service: &str,
+        target: &GrpcTarget,
         service_name: &str,
         method: &str,
         first: &[u8],
     ) -> Result<u32, HostError> {
         let token = ok(hostcalls::open_grpc_stream(
-            service,
+            &target.grpc_service,
             service_name,
             method,
             Vec::new(),

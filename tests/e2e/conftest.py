@@ -381,9 +381,6 @@ def to_native(cfg):
                 except ValueError:
                     plugin = None
                 if isinstance(plugin, dict):
-                    if "mirror" in plugin:
-                        pytest.skip("mirror is wasm-only: the native module has no gRPC client "
-                                    "(README \"Native module\")")
                     handoff_headers.add(plugin.get("upstream_header", HANDOFF_HEADER).lower())
                 out.append({"name": NATIVE_FILTER, "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",

@@ -16,8 +16,11 @@ import statistics
 import time
 
 import keyed_hash
-from conftest import LOCAL, UPDATE_MERGE_WINDOW, deadline_loop, example_plugin_json
+import pytest
+from conftest import LOCAL, UPDATE_MERGE_WINDOW, Envoy, deadline_loop, example_plugin_json
 from etcd_util import etcd, etcd_cluster, mirror_patch  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.both_builds
 
 EXAMPLE = "mirror.yaml"
 PROFILE = "users"
@@ -49,7 +52,7 @@ def start_envoys(envoy_factory, etcd_members, n=2, plugin=None):
 def mstat(envoy, name):
     """One stat of the profile (counter or gauge), read directly (fast: for tight polling);
     None when Envoy does not show it."""
-    full = f"wasmcustom.persist.{envoy.profile}.{name}"
+    full = f"{envoy.stats_prefix}persist.{envoy.profile}.{name}"
     return envoy.stats(f"^{re.escape(full)}$").get(full)
 
 
@@ -253,6 +256,30 @@ def test_two_envoys_share_mappings_within_a_second(etcd, envoy_factory, backends
     a.wait_counter_at_least("mirror_put", len(bound))
     c_a, c_b = a.counters(), b.counters()
     assert c_a.get("mirror_error", 0) == 0 and c_b.get("mirror_error", 0) == 0, (c_a, c_b)
+
+
+def test_a_wasm_and_a_native_envoy_share_one_profile(etcd, backends, tmp_path):
+    """A fleet moving from the wasm module to the native one (or back) keeps every session:
+    both builds write and read the same etcd keys and values. (One run, not one per build:
+    it has one Envoy of each.)"""
+    envoys = [Envoy(EXAMPLE, None, backends, tmp_path, patch=mirror_patch(etcd.ports), build=b)
+              for b in ("wasm", "native")]
+    try:
+        for e in envoys:
+            e.start()
+        wasm, native = envoys
+        assert native.native and not wasm.native
+        wait_connected(envoys)
+        from_wasm = propagated(wasm, native, backends, etcd, "from-wasm", 9)
+        from_native = propagated(native, wasm, backends, etcd, "from-native", 9)
+        assert_answers(wasm, backends, from_wasm)
+        assert_answers(native, backends, from_native)
+        for e in envoys:
+            c = e.counters()
+            assert c.get("rebind", 0) == 0 and c.get("mirror_error", 0) == 0 and c.get("error", 0) == 0, c
+    finally:
+        for e in envoys:
+            e.stop()
 
 
 def test_mappings_survive_a_restart_of_either_envoy(etcd, envoy_factory, backends):

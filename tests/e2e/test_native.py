@@ -1,13 +1,12 @@
 """What only the native build (Envoy dynamic module, PERSIST_NATIVE) has, in the real Envoy: it
 loads with the ABI version Envoy expects, its own examples (envoy/native-*.yaml) validate and
-serve as shipped, and `mirror` is refused. The persistence flow itself (every type, format,
-failover, strict, hostile traffic, configuration refusals, access-log state) runs against both
-builds in the test files marked `both_builds`.
+serve as shipped. The persistence flow itself (every type, format, failover, strict, hostile
+traffic, configuration refusals, access-log state, the etcd mirror) runs against both builds in
+the test files marked `both_builds`.
 
     make build && ENVOY_BIN=$(scripts/envoy-bin.sh) .venv/bin/pytest -q tests/e2e/test_native.py
 """
 
-import json
 import re
 import subprocess
 
@@ -32,7 +31,7 @@ def assert_abi_matched(log):
 
 def test_the_native_examples_exist():
     for name in ("native-http-cookie.yaml", "native-http-cookie-strict.yaml", "native-http-header.yaml",
-                 "native-blue-green.yaml"):
+                 "native-blue-green.yaml", "native-mirror.yaml"):
         assert name in NATIVE_EXAMPLES
 
 
@@ -68,31 +67,3 @@ def test_native_module_loads_and_passes_requests(envoy_factory, backends):
     assert set(counters) >= {"hit", "miss", "new", "rebind", "invalid", "expired", "evicted", "error"}, counters
     assert counters["error"] == 0
     envoy.stop()
-
-
-def assert_refused_natively(text, field, backends, tmp_path):
-    envoy = Envoy("native-http-cookie.yaml", text, backends, tmp_path)
-    rc, log = envoy.run_to_exit(timeout=30)
-    assert rc != 0, f"Envoy accepted {text!r}"
-    lines = [l for l in log.splitlines() if "invalid configuration" in l]
-    assert len(lines) == 1, f"expected one 'invalid configuration' line for {text!r}:\n" + "\n".join(
-        log.splitlines()[-15:])
-    if field is not None:
-        fields = field if isinstance(field, tuple) else (field,)
-        assert any(re.search(rf"invalid configuration: {re.escape(f)}\b(?![.\w])", lines[0]) for f in fields), \
-            f"the line does not name `{' or '.join(fields)}`: {lines}"
-
-
-# What only the native module refuses (the refusals both builds share are test_config_errors,
-# run against both).
-NATIVE_ONLY_BAD = [
-    ("mirror-is-wasm-only", json.dumps({"name": "e2e", "type": "client_ip", "mirror": {
-        "cluster": "etcd", "secret": "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="}}),
-     "mirror"),
-]
-
-
-@pytest.mark.parametrize("case,text,field", NATIVE_ONLY_BAD, ids=[b[0] for b in NATIVE_ONLY_BAD])
-def test_what_only_the_native_module_refuses(case, text, field, backends, tmp_path):
-    """Envoy exits, one log line names the field."""
-    assert_refused_natively(text, field, backends, tmp_path)

@@ -97,6 +97,36 @@ impl EnvoyHttpHeader {
     };
 }
 
+/// `envoy_dynamic_module_type_module_http_header`: one header of a request the module sends,
+/// bytes owned by the module.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ModuleHttpHeader {
+    pub key_ptr: *const c_char,
+    pub key_length: usize,
+    pub value_ptr: *const c_char,
+    pub value_length: usize,
+}
+
+impl ModuleHttpHeader {
+    pub fn of(key: &str, value: &[u8]) -> ModuleHttpHeader {
+        ModuleHttpHeader {
+            key_ptr: key.as_ptr().cast::<c_char>(),
+            key_length: key.len(),
+            value_ptr: value.as_ptr().cast::<c_char>(),
+            value_length: value.len(),
+        }
+    }
+}
+
+/// `envoy_dynamic_module_type_http_callout_init_result`: 0 is success.
+pub const CALLOUT_INIT_SUCCESS: u32 = 0;
+/// `envoy_dynamic_module_type_http_callout_result`: 0 is success.
+pub const CALLOUT_SUCCESS: u32 = 0;
+
+/// `envoy_dynamic_module_type_http_filter_config_scheduler_module_ptr`.
+pub type ConfigSchedulerPtr = *mut c_void;
+
 /// `envoy_dynamic_module_type_http_header_type`.
 #[repr(u32)]
 #[derive(Clone, Copy)]
@@ -149,6 +179,9 @@ pub enum Attribute {
 
 /// Status values of the header/body/trailer hooks: 0 is `Continue` for all of them.
 pub const STATUS_CONTINUE: u32 = 0;
+/// `envoy_dynamic_module_type_on_http_filter_request_headers_status_StopIteration`: the
+/// request waits until `continue_decoding`.
+pub const STATUS_STOP_ITERATION: u32 = 1;
 
 extern "C" {
     fn envoy_dynamic_module_callback_log(level: LogLevel, message: ModuleBuffer);
@@ -256,6 +289,80 @@ extern "C" {
         label_values_length: usize,
         value: u64,
     ) -> MetricsResult;
+
+    fn envoy_dynamic_module_callback_http_filter_config_increment_counter(
+        config: ConfigEnvoyPtr,
+        id: usize,
+        label_values: *mut ModuleBuffer,
+        label_values_length: usize,
+        value: u64,
+    ) -> MetricsResult;
+    fn envoy_dynamic_module_callback_http_filter_config_increment_gauge(
+        config: ConfigEnvoyPtr,
+        id: usize,
+        label_values: *mut ModuleBuffer,
+        label_values_length: usize,
+        value: u64,
+    ) -> MetricsResult;
+    fn envoy_dynamic_module_callback_http_filter_config_decrement_gauge(
+        config: ConfigEnvoyPtr,
+        id: usize,
+        label_values: *mut ModuleBuffer,
+        label_values_length: usize,
+        value: u64,
+    ) -> MetricsResult;
+    fn envoy_dynamic_module_callback_http_filter_config_set_gauge(
+        config: ConfigEnvoyPtr,
+        id: usize,
+        label_values: *mut ModuleBuffer,
+        label_values_length: usize,
+        value: u64,
+    ) -> MetricsResult;
+
+    fn envoy_dynamic_module_callback_http_filter_http_callout(
+        filter: FilterEnvoyPtr,
+        callout_id_out: *mut u64,
+        cluster_name: ModuleBuffer,
+        headers: *mut ModuleHttpHeader,
+        headers_size: usize,
+        body: ModuleBuffer,
+        timeout_milliseconds: u64,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_continue_decoding(filter: FilterEnvoyPtr);
+
+    fn envoy_dynamic_module_callback_http_filter_config_http_callout(
+        config: ConfigEnvoyPtr,
+        callout_id_out: *mut u64,
+        cluster_name: ModuleBuffer,
+        headers: *mut ModuleHttpHeader,
+        headers_size: usize,
+        body: ModuleBuffer,
+        timeout_milliseconds: u64,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_config_start_http_stream(
+        config: ConfigEnvoyPtr,
+        stream_id_out: *mut u64,
+        cluster_name: ModuleBuffer,
+        headers: *mut ModuleHttpHeader,
+        headers_size: usize,
+        body: ModuleBuffer,
+        end_stream: bool,
+        timeout_milliseconds: u64,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_config_reset_http_stream(
+        config: ConfigEnvoyPtr,
+        stream_id: u64,
+    );
+    fn envoy_dynamic_module_callback_http_filter_config_scheduler_new(
+        config: ConfigEnvoyPtr,
+    ) -> ConfigSchedulerPtr;
+    fn envoy_dynamic_module_callback_http_filter_config_scheduler_commit(
+        scheduler: ConfigSchedulerPtr,
+        event_id: u64,
+    );
+    fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(
+        scheduler: ConfigSchedulerPtr,
+    );
 }
 
 // --- safe wrappers ---------------------------------------------------------------------------
@@ -474,9 +581,10 @@ pub enum MetricOp {
     GaugeSet,
 }
 
-/// The signature the four metric-update callbacks share.
-type UpdateMetric = unsafe extern "C" fn(
-    filter: FilterEnvoyPtr,
+/// The signature the four metric-update callbacks share, of a filter (`P` =
+/// [`FilterEnvoyPtr`]) and of a configuration ([`ConfigEnvoyPtr`]).
+type UpdateMetric<P> = unsafe extern "C" fn(
+    envoy: P,
     id: usize,
     label_values: *mut ModuleBuffer,
     label_values_length: usize,
@@ -484,7 +592,7 @@ type UpdateMetric = unsafe extern "C" fn(
 ) -> MetricsResult;
 
 pub fn update_metric(filter: FilterEnvoyPtr, op: MetricOp, id: usize, value: u64) -> bool {
-    let update: UpdateMetric = match op {
+    let update: UpdateMetric<FilterEnvoyPtr> = match op {
         MetricOp::Increment => envoy_dynamic_module_callback_http_filter_increment_counter,
         MetricOp::GaugeUp => envoy_dynamic_module_callback_http_filter_increment_gauge,
         MetricOp::GaugeDown => envoy_dynamic_module_callback_http_filter_decrement_gauge,
@@ -493,4 +601,125 @@ pub fn update_metric(filter: FilterEnvoyPtr, op: MetricOp, id: usize, value: u64
     // SAFETY: no labels (null, 0), as defined.
     let r = unsafe { update(filter, id, std::ptr::null_mut(), 0, value) };
     r == METRICS_SUCCESS
+}
+
+/// [`update_metric`] outside any stream: on the configuration (the mirror's background work on
+/// Envoy's main thread).
+pub fn update_config_metric(config: ConfigEnvoyPtr, op: MetricOp, id: usize, value: u64) -> bool {
+    let update: UpdateMetric<ConfigEnvoyPtr> = match op {
+        MetricOp::Increment => envoy_dynamic_module_callback_http_filter_config_increment_counter,
+        MetricOp::GaugeUp => envoy_dynamic_module_callback_http_filter_config_increment_gauge,
+        MetricOp::GaugeDown => envoy_dynamic_module_callback_http_filter_config_decrement_gauge,
+        MetricOp::GaugeSet => envoy_dynamic_module_callback_http_filter_config_set_gauge,
+    };
+    // SAFETY: no labels (null, 0), as defined.
+    let r = unsafe { update(config, id, std::ptr::null_mut(), 0, value) };
+    r == METRICS_SUCCESS
+}
+
+/// Who sends an HTTP callout or stream: a request's filter (answered on its worker thread,
+/// dropped with the request) or the configuration (answered on Envoy's main thread).
+#[derive(Clone, Copy)]
+pub enum Caller {
+    Filter(FilterEnvoyPtr),
+    Config(ConfigEnvoyPtr),
+}
+
+/// Sends one HTTP request through `cluster` (`headers` must include `:method`, `:path` and
+/// `host`); its id, answered in the caller's `http_callout_done` hook within `timeout_ms`.
+pub fn http_callout(
+    caller: Caller,
+    cluster: &str,
+    headers: &mut [ModuleHttpHeader],
+    body: &[u8],
+    timeout_ms: u64,
+) -> Option<u64> {
+    let mut id = 0u64;
+    let cluster = ModuleBuffer::of(cluster.as_bytes());
+    let body = ModuleBuffer::of(body);
+    // SAFETY: the header array, the cluster name and the body are borrowed for the call (Envoy
+    // copies them); the id out-pointer is a valid local.
+    let r = unsafe {
+        match caller {
+            Caller::Filter(f) => envoy_dynamic_module_callback_http_filter_http_callout(
+                f,
+                &mut id,
+                cluster,
+                headers.as_mut_ptr(),
+                headers.len(),
+                body,
+                timeout_ms,
+            ),
+            Caller::Config(c) => envoy_dynamic_module_callback_http_filter_config_http_callout(
+                c,
+                &mut id,
+                cluster,
+                headers.as_mut_ptr(),
+                headers.len(),
+                body,
+                timeout_ms,
+            ),
+        }
+    };
+    (r == CALLOUT_INIT_SUCCESS).then_some(id)
+}
+
+/// Opens an HTTP stream through `cluster` from the configuration, sending `body` and leaving
+/// the request open; its id. What arrives comes to the configuration's `http_stream_*` hooks.
+pub fn config_start_stream(
+    config: ConfigEnvoyPtr,
+    cluster: &str,
+    headers: &mut [ModuleHttpHeader],
+    body: &[u8],
+) -> Option<u64> {
+    let mut id = 0u64;
+    // SAFETY: as in `http_callout`. Timeout 0: the stream stays open until either side ends it.
+    let r = unsafe {
+        envoy_dynamic_module_callback_http_filter_config_start_http_stream(
+            config,
+            &mut id,
+            ModuleBuffer::of(cluster.as_bytes()),
+            headers.as_mut_ptr(),
+            headers.len(),
+            ModuleBuffer::of(body),
+            false,
+            0,
+        )
+    };
+    (r == CALLOUT_INIT_SUCCESS).then_some(id)
+}
+
+pub fn config_reset_stream(config: ConfigEnvoyPtr, stream_id: u64) {
+    // SAFETY: plain arguments; Envoy ignores an id it does not know.
+    unsafe { envoy_dynamic_module_callback_http_filter_config_reset_http_stream(config, stream_id) }
+}
+
+/// Lets a request that `StopIteration` held go on.
+pub fn continue_decoding(filter: FilterEnvoyPtr) {
+    // SAFETY: `filter` comes from the current hook.
+    unsafe { envoy_dynamic_module_callback_http_filter_continue_decoding(filter) }
+}
+
+pub fn config_scheduler_new(config: ConfigEnvoyPtr) -> ConfigSchedulerPtr {
+    // SAFETY: `config` comes from the current hook (config_new).
+    unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_new(config) }
+}
+
+/// Posts `event_id` to the configuration's `scheduled` hook on Envoy's main thread (callable
+/// from any thread; dropped by Envoy once the configuration is gone).
+///
+/// # Safety
+/// `scheduler` came from [`config_scheduler_new`] and was not deleted.
+pub unsafe fn config_scheduler_commit(scheduler: ConfigSchedulerPtr, event_id: u64) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        envoy_dynamic_module_callback_http_filter_config_scheduler_commit(scheduler, event_id)
+    }
+}
+
+/// # Safety
+/// `scheduler` came from [`config_scheduler_new`], is not used again.
+pub unsafe fn config_scheduler_delete(scheduler: ConfigSchedulerPtr) {
+    // SAFETY: as the caller guarantees.
+    unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_delete(scheduler) }
 }

@@ -6,17 +6,23 @@
 //! `config_new` and taken back in `config_destroy`; Envoy keeps it alive while any filter made
 //! from it lives. Each stream's filter is a `Box<NativeFilter>` likewise.
 
-use crate::ffi::{self, ConfigEnvoyPtr, EnvoyBuffer, FilterEnvoyPtr, LogLevel, STATUS_CONTINUE};
+use crate::background::{Background, Event};
+use crate::ffi::{
+    self, ConfigEnvoyPtr, EnvoyBuffer, EnvoyHttpHeader, FilterEnvoyPtr, LogLevel, STATUS_CONTINUE,
+    STATUS_STOP_ITERATION,
+};
+use crate::grpc;
 use crate::guard::guarded;
 use crate::host::{find_defined, NativeHost};
 use crate::store::NativeStore;
 use crate::workers::{self, Shared, Unavailable};
-use persist_core::flow::{Profile, Request};
+use persist_core::flow::{Profile, Request, RequestAction};
 use persist_core::host::{Host, MetricKind};
 use persist_core::stats::{self, Counter};
 use std::cell::RefCell;
 use std::os::raw::{c_char, c_void};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// The ABI version this module was written against; Envoy 1.40 logs
 /// "Dynamic module ABI version v0.2.0 matched." for it.
@@ -27,6 +33,38 @@ pub struct NativeConfig {
     shared: Shared,
     /// `persist.<profile>.error`, counted when a hook panics or a worker cannot compile.
     error_counter: Option<u32>,
+    /// With `mirror`: its work on the main thread, where the workers hand their changes.
+    background: Option<Arc<Background>>,
+}
+
+/// The mirrors of the live configurations, by the configuration pointer Envoy hands the
+/// configuration hooks: a hook finds its mirror here, never through a pointer Envoy may
+/// call back with after the configuration is destroyed.
+static MIRRORS: Mutex<Vec<(usize, Arc<Background>)>> = Mutex::new(Vec::new());
+
+fn mirror_of(config_module: *const c_void) -> Option<Arc<Background>> {
+    let mirrors = MIRRORS.lock().unwrap_or_else(PoisonError::into_inner);
+    mirrors
+        .iter()
+        .find(|(ptr, _)| *ptr == config_module as usize)
+        .map(|(_, bg)| Arc::clone(bg))
+}
+
+/// Runs a configuration hook's event on its mirror, under the panic barrier.
+fn config_hook(
+    config_envoy: ConfigEnvoyPtr,
+    config_module: *const c_void,
+    event: impl FnOnce() -> Option<Event>,
+) {
+    guarded(
+        (),
+        || log_throttled(|| "envoy-persist: internal error in the mirror's background work".into()),
+        || {
+            if let (Some(bg), Some(event)) = (mirror_of(config_module), event()) {
+                bg.deliver(config_envoy, event);
+            }
+        },
+    )
 }
 
 /// One stream: its configuration and the flow's per-request state.
@@ -94,8 +132,12 @@ fn with_flow(
         return;
     };
     let request = &mut f.request;
+    let background = config.background.as_deref();
     match workers::with_worker(&config.shared, host, filter_envoy, |p, w| {
-        body(request, p, w)
+        body(request, p, w);
+        if let Some(bg) = background {
+            bg.hand_over(w.take_mirror_queue());
+        }
     }) {
         Ok(()) => {}
         Err(Unavailable::Busy) => count_error(filter_envoy, Some(config)),
@@ -179,20 +221,33 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
             // allows that only now); each worker compiles its own copy on first use.
             let defined = RefCell::new(Vec::new());
             let compiled = Profile::compile(&json, &NativeHost::for_config(config_envoy, &defined));
-            match compiled {
-                Ok(profile) => {
-                    let defined = defined.into_inner();
-                    let error_counter = find_defined(
-                        &defined,
-                        MetricKind::Counter,
-                        &stats::metric_name(&profile.config.name, Counter::Error),
-                    );
-                    let shared = Shared::new(json, profile.config.name.clone(), defined);
-                    let boxed = Box::new(NativeConfig {
-                        shared,
-                        error_counter,
-                    });
-                    Box::into_raw(boxed) as *const c_void
+            let started = compiled.and_then(|profile| {
+                let defined = defined.into_inner();
+                let error_counter = find_defined(
+                    &defined,
+                    MetricKind::Counter,
+                    &stats::metric_name(&profile.config.name, Counter::Error),
+                );
+                let shared = Shared::new(json, profile.config.name.clone(), defined);
+                let host = NativeHost::for_background(config_envoy);
+                let background = Background::start(config_envoy, profile, &host)?.map(Arc::new);
+                Ok(NativeConfig {
+                    shared,
+                    error_counter,
+                    background,
+                })
+            });
+            match started {
+                Ok(config) => {
+                    let background = config.background.clone();
+                    let ptr = Box::into_raw(Box::new(config)) as *const c_void;
+                    if let Some(bg) = background {
+                        MIRRORS
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push((ptr as usize, bg));
+                    }
+                    ptr
                 }
                 Err(message) => {
                     // One line naming the field; Envoy then refuses the filter configuration.
@@ -206,6 +261,16 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *const c_void) {
+    guarded(
+        (),
+        || {},
+        || {
+            MIRRORS
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|(ptr, _)| *ptr != config as usize);
+        },
+    );
     // SAFETY: the pointer config_new returned (a Box of NativeConfig), destroyed once.
     unsafe { drop_boxed::<NativeConfig>(config) }
 }
@@ -265,13 +330,19 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     filter_module: *const c_void,
     _end_of_stream: bool,
 ) -> u32 {
-    stream_hook(filter_envoy, filter_module, "request headers", |f, host| {
-        // The native host names the server through the upstream override and has no
-        // mirror: the flow never waits for a lookup here.
+    let mut wait = false;
+    let status = stream_hook(filter_envoy, filter_module, "request headers", |f, host| {
         with_flow(f, filter_envoy, host, |r, p, w| {
-            let _ = r.on_request_headers(p, w, host);
+            // With `mirror`, a key the table misses is asked of etcd: the request waits for
+            // the answer (at most `mirror.timeout`), in `http_callout_done`.
+            wait = r.on_request_headers(p, w, host) == RequestAction::WaitForLookup;
         });
-    })
+    });
+    if wait {
+        STATUS_STOP_ITERATION
+    } else {
+        status
+    }
 }
 
 #[no_mangle]
@@ -337,17 +408,47 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
 ) {
 }
 
+/// The mirror lookup of a request answered (or failed, or timed out): finish its request
+/// half, then let it go on, whatever happened.
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
-    _filter_envoy: FilterEnvoyPtr,
-    _filter_module: *const c_void,
-    _callout_id: u64,
-    _result: u32,
-    _headers: *const c_void,
-    _headers_size: usize,
-    _body_chunks: *const c_void,
-    _body_chunks_size: usize,
+    filter_envoy: FilterEnvoyPtr,
+    filter_module: *const c_void,
+    callout_id: u64,
+    result: u32,
+    headers: *const EnvoyHttpHeader,
+    headers_size: usize,
+    body_chunks: *const EnvoyBuffer,
+    body_chunks_size: usize,
 ) {
+    let waiting = guarded(
+        false,
+        || {},
+        || {
+            filter_of(filter_module).is_some_and(|f| {
+                f.request
+                    .lookup()
+                    .is_some_and(|t| u64::from(t) == callout_id)
+            })
+        },
+    );
+    if !waiting {
+        return;
+    }
+    stream_hook(filter_envoy, filter_module, "mirror lookup", |f, host| {
+        // SAFETY: Envoy's arrays, valid during this hook.
+        let body = unsafe {
+            grpc::unary_answer(
+                result,
+                grpc::slice(headers, headers_size),
+                grpc::slice(body_chunks, body_chunks_size),
+            )
+        };
+        with_flow(f, filter_envoy, host, |r, p, w| {
+            r.on_lookup_answer(body.as_deref(), p, w, host);
+        });
+    });
+    ffi::continue_decoding(filter_envoy);
 }
 
 #[no_mangle]
@@ -405,6 +506,107 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
     _filter_module: *const c_void,
     _event_id: u64,
 ) {
+}
+
+// --- the configuration's hooks: the mirror's background work on the main thread -----------
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
+    config_envoy: ConfigEnvoyPtr,
+    config_module: *const c_void,
+    _event_id: u64,
+) {
+    config_hook(config_envoy, config_module, || Some(Event::Tick));
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
+    config_envoy: ConfigEnvoyPtr,
+    config_module: *const c_void,
+    callout_id: u64,
+    result: u32,
+    headers: *const EnvoyHttpHeader,
+    headers_size: usize,
+    body_chunks: *const EnvoyBuffer,
+    body_chunks_size: usize,
+) {
+    config_hook(config_envoy, config_module, || {
+        // SAFETY: Envoy's arrays, valid during this hook.
+        let body = unsafe {
+            grpc::unary_answer(
+                result,
+                grpc::slice(headers, headers_size),
+                grpc::slice(body_chunks, body_chunks_size),
+            )
+        };
+        Some(Event::Answer(callout_id, body))
+    });
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_headers(
+    config_envoy: ConfigEnvoyPtr,
+    config_module: *const c_void,
+    stream_id: u64,
+    headers: *const EnvoyHttpHeader,
+    headers_size: usize,
+    _end_stream: bool,
+) {
+    config_hook(config_envoy, config_module, || {
+        // SAFETY: Envoy's array, valid during this hook.
+        let ok = unsafe { grpc::headers_ok(grpc::slice(headers, headers_size)) };
+        (!ok).then_some(Event::StreamRefused(stream_id))
+    });
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_data(
+    config_envoy: ConfigEnvoyPtr,
+    config_module: *const c_void,
+    stream_id: u64,
+    data: *const EnvoyBuffer,
+    data_count: usize,
+    _end_stream: bool,
+) {
+    config_hook(config_envoy, config_module, || {
+        // SAFETY: Envoy's array, valid during this hook.
+        let chunk = unsafe { grpc::concat(grpc::slice(data, data_count)) };
+        Some(Event::StreamData(stream_id, chunk))
+    });
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_trailers(
+    _config_envoy: ConfigEnvoyPtr,
+    _config_module: *const c_void,
+    _stream_id: u64,
+    _trailers: *const EnvoyHttpHeader,
+    _trailers_size: usize,
+) {
+    // The stream's end follows (complete or reset): handled there.
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_complete(
+    config_envoy: ConfigEnvoyPtr,
+    config_module: *const c_void,
+    stream_id: u64,
+) {
+    config_hook(config_envoy, config_module, || {
+        Some(Event::StreamClosed(stream_id))
+    });
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_reset(
+    config_envoy: ConfigEnvoyPtr,
+    config_module: *const c_void,
+    stream_id: u64,
+    _reason: u32,
+) {
+    config_hook(config_envoy, config_module, || {
+        Some(Event::StreamClosed(stream_id))
+    });
 }
 
 #[no_mangle]

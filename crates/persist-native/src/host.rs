@@ -6,13 +6,14 @@
 //! other pointer fail with `HostError` instead of reaching Envoy with a wrong one.
 
 use crate::addrs;
-use crate::ffi::{self, Attribute, ConfigEnvoyPtr, FilterEnvoyPtr, HeaderType, MetricOp};
+use crate::ffi::{self, Attribute, Caller, ConfigEnvoyPtr, FilterEnvoyPtr, HeaderType, MetricOp};
+use crate::grpc;
 use crate::store::NativeStore;
-use persist_core::host::{Host, HostError, MetricId, MetricKind};
+use persist_core::host::{GrpcHost, GrpcTarget, Host, HostError, MetricId, MetricKind};
 use persist_core::store::{SharedStore, StoreError};
 use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A stat defined at configuration: its kind, name and Envoy's id for it.
 pub type Defined = (MetricKind, String, MetricId);
@@ -62,6 +63,18 @@ impl<'a> NativeHost<'a> {
         NativeHost {
             config: std::ptr::null_mut(),
             filter,
+            stats: Stats::None,
+            request_headers: RefCell::new(None),
+            response_headers: RefCell::new(None),
+        }
+    }
+
+    /// The host of the mirror's background work on Envoy's main thread
+    /// ([`crate::background`]): the configuration's stats, callouts and stream; no request.
+    pub fn for_background(config: ConfigEnvoyPtr) -> NativeHost<'static> {
+        NativeHost {
+            config,
+            filter: std::ptr::null_mut(),
             stats: Stats::None,
             request_headers: RefCell::new(None),
             response_headers: RefCell::new(None),
@@ -130,13 +143,17 @@ impl<'a> NativeHost<'a> {
         }
     }
 
+    /// Updates a stat through the stream's filter, or outside any stream through the
+    /// configuration.
     fn metric(&self, op: MetricOp, id: MetricId, value: u64) -> Result<(), HostError> {
-        let f = self.filter()?;
-        if ffi::update_metric(f, op, id as usize, value) {
-            Ok(())
+        let done = if !self.filter.is_null() {
+            ffi::update_metric(self.filter, op, id as usize, value)
+        } else if !self.config.is_null() {
+            ffi::update_config_metric(self.config, op, id as usize, value)
         } else {
-            Err(HostError)
-        }
+            false
+        };
+        ok(done)
     }
 }
 
@@ -398,6 +415,65 @@ impl Host for NativeHost<'_> {
 
     fn set_gauge(&self, id: MetricId, value: u64) -> Result<(), HostError> {
         self.metric(MetricOp::GaugeSet, id, value)
+    }
+
+    /// The mirror's calls to etcd (README "Native module"): HTTP callouts and streams.
+    fn grpc(&self) -> Option<&dyn GrpcHost> {
+        Some(self)
+    }
+}
+
+/// gRPC over the ABI's HTTP callouts ([`grpc`]): a request's lookup through its filter, the
+/// background's calls and watch through the configuration.
+impl GrpcHost for NativeHost<'_> {
+    fn call(
+        &self,
+        target: &GrpcTarget,
+        service_name: &str,
+        method: &str,
+        message: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
+        let caller = if !self.filter.is_null() {
+            Caller::Filter(self.filter)
+        } else if !self.config.is_null() {
+            Caller::Config(self.config)
+        } else {
+            return Err(HostError);
+        };
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        grpc::call(
+            caller,
+            &target.cluster,
+            &grpc::path(service_name, method),
+            message,
+            timeout_ms,
+        )
+    }
+
+    /// Only outside a stream: a request's stream would end with the request.
+    fn open_stream(
+        &self,
+        target: &GrpcTarget,
+        service_name: &str,
+        method: &str,
+        first: &[u8],
+    ) -> Result<u32, HostError> {
+        if !self.filter.is_null() || self.config.is_null() {
+            return Err(HostError);
+        }
+        grpc::open_stream(
+            self.config,
+            &target.cluster,
+            &grpc::path(service_name, method),
+            first,
+        )
+    }
+
+    fn cancel_stream(&self, token: u32) {
+        if self.filter.is_null() && !self.config.is_null() {
+            ffi::config_reset_stream(self.config, u64::from(token));
+        }
     }
 }
 

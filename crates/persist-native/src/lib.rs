@@ -6,6 +6,9 @@
 //! - [`host`]: `persist_core::host::Host` over those callbacks.
 //! - [`store`]: the process-wide shared data, with proxy-wasm's CAS semantics.
 //! - [`addrs`]: server addresses as text, cached per worker thread.
+//! - `grpc`: the mirror's gRPC calls to etcd over the ABI's HTTP callouts and streams.
+//! - `background` (not in unit tests): the mirror's work on Envoy's main thread, one per
+//!   configuration with `mirror`.
 //! - `workers`: each worker thread's compiled profile and `persist_core::flow::Worker`, per
 //!   filter configuration, and the background tick run from the request path.
 //! - `hooks` (not in unit tests): the exported event hooks. Each one runs its body under
@@ -18,11 +21,14 @@
 
 pub mod addrs;
 mod ffi;
+mod grpc;
 pub mod guard;
 mod host;
 pub mod store;
 mod workers;
 
+#[cfg(not(test))]
+mod background;
 #[cfg(not(test))]
 mod hooks;
 #[cfg(not(test))]

@@ -28,7 +28,10 @@ use std::net::SocketAddr;
 pub const MAX_KEY: usize = 8 * 1024;
 
 /// What a locally stored kind reads from a request to name its client.
-pub trait ClientKey: std::fmt::Debug {
+///
+/// `Send`: the native module keeps a compiled profile on Envoy's main thread for its mirror
+/// (README "Native module").
+pub trait ClientKey: std::fmt::Debug + Send {
     /// The request's key, or `None` (no persistence: counted `miss`).
     fn read(&self, host: &dyn Host) -> Option<Vec<u8>>;
 

@@ -7,6 +7,7 @@ use super::Profile;
 use crate::codec::sealed::NonceSequence;
 use crate::host::Host;
 use crate::mirror::lease::Buckets;
+use crate::mirror::record::Record;
 use crate::mirror::writer::Writer;
 use crate::persistence::learned_hashes::LearnedHashes;
 use crate::stats::{Counter, LocalCounts};
@@ -57,6 +58,29 @@ impl Worker {
             handoff_values: HandoffValues::default(),
             last_handoff_warning_ms: None,
         })
+    }
+
+    /// With `mirror`: the bindings this worker changed since the last call, taken out of its
+    /// outbox for another writer ([`Worker::queue_for_mirror`]). The native module sends
+    /// every worker thread's changes from its main thread (README "Native module").
+    pub fn take_mirror_queue(&mut self) -> Vec<Record> {
+        match self.outbox.as_mut() {
+            Some(o) if o.queued() > 0 => o.take_queued(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Queues bindings another worker changed into this worker's outbox (a full outbox
+    /// drops them, counted as `mirror_error`).
+    pub fn queue_for_mirror(&mut self, records: impl IntoIterator<Item = Record>) {
+        let Some(outbox) = self.outbox.as_mut() else {
+            return;
+        };
+        for r in records {
+            if !outbox.queue(r) {
+                self.counts.mirror_errors += 1;
+            }
+        }
     }
 
     pub fn count(&mut self, c: Counter) {

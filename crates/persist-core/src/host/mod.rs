@@ -111,13 +111,21 @@ pub trait Host: SharedStore {
     }
 }
 
+/// Where the mirror's gRPC calls go: the etcd cluster, by name (what the dynamic-module ABI's
+/// HTTP callouts take) and as a serialized `GrpcService` (what proxy-wasm's gRPC calls take).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcTarget {
+    pub cluster: String,
+    pub grpc_service: String,
+}
+
 /// Asynchronous gRPC through an Envoy cluster: the mirror's calls to etcd. Answers come
 /// back through the host's callbacks, which hand the message to the flow by token.
 pub trait GrpcHost {
     /// Starts a unary call; its token.
     fn call(
         &self,
-        service: &str,
+        target: &GrpcTarget,
         service_name: &str,
         method: &str,
         message: &[u8],
@@ -126,7 +134,7 @@ pub trait GrpcHost {
     /// Opens a stream and sends its first message; its token.
     fn open_stream(
         &self,
-        service: &str,
+        target: &GrpcTarget,
         service_name: &str,
         method: &str,
         first: &[u8],

@@ -3,7 +3,7 @@
 //! ([`MemoryStore`]), stats, and a log of every call that changed something, so that a
 //! test can assert which host calls a path made (and that a steady path made no write).
 
-use super::{GrpcHost, Host, HostError, MetricId, MetricKind};
+use super::{GrpcHost, GrpcTarget, Host, HostError, MetricId, MetricKind};
 use crate::store::{MemoryStore, SharedStore, StoreError};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -285,7 +285,7 @@ impl Host for RecordingHost {
 impl GrpcHost for RecordingHost {
     fn call(
         &self,
-        _service: &str,
+        _target: &GrpcTarget,
         service_name: &str,
         method: &str,
         _message: &[u8],
@@ -299,7 +299,7 @@ impl GrpcHost for RecordingHost {
 
     fn open_stream(
         &self,
-        _service: &str,
+        _target: &GrpcTarget,
         service_name: &str,
         method: &str,
         _first: &[u8],

@@ -12,7 +12,7 @@ use super::role;
 use super::writer::Call;
 use crate::config::MirrorConfig;
 use crate::flow::{Profile, Worker};
-use crate::host::{Host, MetricId, MetricKind};
+use crate::host::{GrpcTarget, Host, MetricId, MetricKind};
 use crate::stats::{self, Counter};
 use std::time::Duration;
 
@@ -23,8 +23,8 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct MirrorSetup {
     pub keys: KeySpace,
-    /// Serialized `GrpcService` naming the etcd cluster.
-    pub service: String,
+    /// The etcd cluster.
+    pub service: GrpcTarget,
     pub timeout: Duration,
     pub role_key: String,
     pub put: MetricId,
@@ -43,8 +43,11 @@ impl MirrorSetup {
         let define = |stat, kind| crate::flow::define_stat(host, kind, profile, stat);
         Ok(MirrorSetup {
             keys: KeySpace::new(&m.prefix, profile, &m.secret),
-            service: String::from_utf8(grpc_service(&m.cluster))
-                .map_err(|_| "mirror.cluster: name too long".to_string())?,
+            service: GrpcTarget {
+                cluster: m.cluster.clone(),
+                grpc_service: String::from_utf8(grpc_service(&m.cluster))
+                    .map_err(|_| "mirror.cluster: name too long".to_string())?,
+            },
             timeout: m.timeout,
             role_key: format!("persist.{profile}.mirror.watcher"),
             put: define(stats::MIRROR_PUT, MetricKind::Counter)?,

@@ -3,7 +3,9 @@
 //!
 //! # How it works
 //! The filter speaks etcd's v3 gRPC API ([`proto`], hand-written `prost` messages) through
-//! an Envoy cluster with HTTP/2 (the host's async gRPC client); nothing else is needed.
+//! an Envoy cluster with HTTP/2: the wasm module through proxy-wasm's gRPC client, the native
+//! module through the dynamic-module ABI's HTTP callouts and streams, framing the messages
+//! itself ([`grpc_frame`]); nothing else is needed.
 //!
 //! - **Write** ([`writer`]): a response that changed the local table (new binding,
 //!   rebinding, `timeout/4` refresh) queues the key in its worker's outbox; the worker's
@@ -28,6 +30,7 @@
 pub mod backoff;
 pub mod driver;
 pub mod follow;
+pub mod grpc_frame;
 pub mod lease;
 pub mod proto;
 pub mod record;

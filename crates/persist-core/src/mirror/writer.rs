@@ -76,6 +76,12 @@ impl Writer {
         true
     }
 
+    /// Takes every queued binding out (the native module hands them from its worker threads
+    /// to the one writer that sends them: README "Native module").
+    pub fn take_queued(&mut self) -> Vec<Record> {
+        self.outbox.drain().map(|(_, q)| q.record).collect()
+    }
+
     pub fn queued(&self) -> usize {
         self.outbox.len()
     }
@@ -326,5 +332,24 @@ mod tests {
             assert!(full.queue(r));
         }
         assert!(!full.queue(rec(0xee, "10.0.0.1:80", NOW_S)));
+    }
+
+    #[test]
+    fn queued_bindings_can_be_taken_out_whole() {
+        let mut w = writer();
+        w.queue(rec(1, "10.0.0.1:80", NOW_S));
+        w.queue(rec(2, "10.0.0.2:80", NOW_S));
+        w.queue(rec(1, "10.0.0.3:80", NOW_S + 1));
+        let mut taken = w.take_queued();
+        taken.sort_by_key(|r| r.digest);
+        assert_eq!(
+            taken,
+            vec![
+                rec(1, "10.0.0.3:80", NOW_S + 1),
+                rec(2, "10.0.0.2:80", NOW_S)
+            ]
+        );
+        assert_eq!(w.queued(), 0);
+        assert_eq!(w.next_call(NOW_MS), None, "nothing left to send here");
     }
 }
