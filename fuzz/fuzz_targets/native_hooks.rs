@@ -3,6 +3,9 @@
 //! upstream address, response code details, TLS digest) and response headers, through
 //! configuration, request headers and response headers of every persistence type. The
 //! header and attribute conversions (Envoy buffers to Rust and back) run on arbitrary bytes.
+//! With `mirror`: the answer to a request's etcd lookup (its callout result, headers and
+//! body chunks), the background's tick, a callout answer and watch-stream data of arbitrary
+//! bytes on the configuration's hooks.
 //! Never panics: libfuzzer's panic hook aborts even where the module's catch_unwind would
 //! have saved Envoy, so any panic is found here.
 #![no_main]
@@ -53,6 +56,68 @@ extern "C" {
         end: bool,
     ) -> u32;
     fn envoy_dynamic_module_on_http_filter_destroy(module: *const c_void);
+    fn envoy_dynamic_module_on_http_filter_http_callout_done(
+        filter: *mut c_void,
+        module: *const c_void,
+        callout_id: u64,
+        result: u32,
+        headers: *const Header,
+        headers_size: usize,
+        chunks: *const Buffer,
+        chunks_size: usize,
+    );
+    fn envoy_dynamic_module_on_http_filter_config_scheduled(
+        config_envoy: *mut c_void,
+        config: *const c_void,
+        event_id: u64,
+    );
+    fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
+        config_envoy: *mut c_void,
+        config: *const c_void,
+        callout_id: u64,
+        result: u32,
+        headers: *const Header,
+        headers_size: usize,
+        chunks: *const Buffer,
+        chunks_size: usize,
+    );
+    fn envoy_dynamic_module_on_http_filter_config_http_stream_headers(
+        config_envoy: *mut c_void,
+        config: *const c_void,
+        stream_id: u64,
+        headers: *const Header,
+        headers_size: usize,
+        end_stream: bool,
+    );
+    fn envoy_dynamic_module_on_http_filter_config_http_stream_data(
+        config_envoy: *mut c_void,
+        config: *const c_void,
+        stream_id: u64,
+        chunks: *const Buffer,
+        chunks_size: usize,
+        end_stream: bool,
+    );
+    fn envoy_dynamic_module_on_http_filter_config_http_stream_reset(
+        config_envoy: *mut c_void,
+        config: *const c_void,
+        stream_id: u64,
+        reason: u32,
+    );
+}
+
+/// `envoy_dynamic_module_type_envoy_http_header` / `module_http_header`: the same layout.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Header {
+    key: Buffer,
+    value: Buffer,
+}
+
+fn buffer(b: &[u8]) -> Buffer {
+    Buffer {
+        ptr: b.as_ptr(),
+        len: b.len(),
+    }
 }
 
 /// One fake stream: its headers and attributes.
@@ -63,6 +128,37 @@ struct Stream {
     attributes: Vec<(u32, Vec<u8>)>,
     metrics: usize,
     route_cleared: bool,
+    /// The request's etcd lookups (callout ids) and how often it was let go on.
+    callouts: Vec<u64>,
+    continued: usize,
+}
+
+/// The configuration's callouts and streams (any thread: the mirror's ticker commits from
+/// its own).
+static CONFIG_CALLS: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+static CONFIG_STREAMS: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+static NEXT_CALL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_call() -> u64 {
+    NEXT_CALL.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The request a callout sends: gRPC's headers, a framed message.
+fn check_call(cluster: Buffer, headers: *const Header, n: usize, body: Buffer) {
+    assert_eq!(cluster.bytes(), b"etcd");
+    // SAFETY: the module passes `n` headers valid for the call.
+    let headers = unsafe { std::slice::from_raw_parts(headers, n) };
+    let path = headers
+        .iter()
+        .find(|h| h.key.bytes() == b":path")
+        .expect(":path");
+    assert!(path.value.bytes().starts_with(b"/etcdserverpb."));
+    let body = body.bytes();
+    assert!(body.len() >= 5 && body[0] == 0);
+    assert_eq!(
+        u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize,
+        body.len() - 5
+    );
 }
 
 thread_local! {
@@ -379,6 +475,142 @@ pub extern "C" fn envoy_dynamic_module_callback_http_filter_set_gauge(
     update(id)
 }
 
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_filter_config_increment_counter(
+    _c: *mut c_void,
+    id: usize,
+    _l: *mut Buffer,
+    _n: usize,
+    _v: u64,
+) -> u32 {
+    u32::from(id >= NEXT_METRIC.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_filter_config_increment_gauge(
+    c: *mut c_void,
+    id: usize,
+    l: *mut Buffer,
+    n: usize,
+    v: u64,
+) -> u32 {
+    envoy_dynamic_module_callback_http_filter_config_increment_counter(c, id, l, n, v)
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_filter_config_decrement_gauge(
+    c: *mut c_void,
+    id: usize,
+    l: *mut Buffer,
+    n: usize,
+    v: u64,
+) -> u32 {
+    envoy_dynamic_module_callback_http_filter_config_increment_counter(c, id, l, n, v)
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_filter_config_set_gauge(
+    c: *mut c_void,
+    id: usize,
+    l: *mut Buffer,
+    n: usize,
+    v: u64,
+) -> u32 {
+    envoy_dynamic_module_callback_http_filter_config_increment_counter(c, id, l, n, v)
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_filter_http_callout(
+    _filter: *mut c_void,
+    id_out: *mut u64,
+    cluster: Buffer,
+    headers: *const Header,
+    n: usize,
+    body: Buffer,
+    timeout_ms: u64,
+) -> u32 {
+    check_call(cluster, headers, n, body);
+    assert!(timeout_ms > 0);
+    let id = next_call();
+    STREAM.with(|s| s.borrow_mut().callouts.push(id));
+    // SAFETY: the out-pointer is a valid local of the module.
+    unsafe { *id_out = id };
+    0
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_filter_continue_decoding(
+    _filter: *mut c_void,
+) {
+    STREAM.with(|s| s.borrow_mut().continued += 1);
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_filter_config_http_callout(
+    _config: *mut c_void,
+    id_out: *mut u64,
+    cluster: Buffer,
+    headers: *const Header,
+    n: usize,
+    body: Buffer,
+    _timeout_ms: u64,
+) -> u32 {
+    check_call(cluster, headers, n, body);
+    let id = next_call();
+    CONFIG_CALLS.lock().unwrap().push(id);
+    // SAFETY: the out-pointer is a valid local of the module.
+    unsafe { *id_out = id };
+    0
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_filter_config_start_http_stream(
+    _config: *mut c_void,
+    id_out: *mut u64,
+    cluster: Buffer,
+    headers: *const Header,
+    n: usize,
+    body: Buffer,
+    end_stream: bool,
+    _timeout_ms: u64,
+) -> u32 {
+    check_call(cluster, headers, n, body);
+    assert!(!end_stream, "the watch stays open");
+    let id = next_call();
+    CONFIG_STREAMS.lock().unwrap().push(id);
+    // SAFETY: the out-pointer is a valid local of the module.
+    unsafe { *id_out = id };
+    0
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_filter_config_reset_http_stream(
+    _config: *mut c_void,
+    id: u64,
+) {
+    CONFIG_STREAMS.lock().unwrap().retain(|s| *s != id);
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_filter_config_scheduler_new(
+    _config: *mut c_void,
+) -> *mut c_void {
+    std::ptr::NonNull::<u8>::dangling().as_ptr().cast()
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_filter_config_scheduler_commit(
+    _scheduler: *mut c_void,
+    _event_id: u64,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(
+    _scheduler: *mut c_void,
+) {
+}
+
 // --- the driver --------------------------------------------------------------------------------
 
 const KEY: &str = "ZW52b3ktcGVyc2lzdCBkZW1vIGtleTogQ0hBTkdFISE=";
@@ -396,6 +628,7 @@ fn configs() -> Vec<String> {
         r#"{"name":"c","type":"custom","custom":{"source":{"property":["metadata","filter_metadata","ns","k"]}}}"#.into(),
         r#"{"name":"k","type":"consistent_hash","hash":{"source":{"header":"x-user"}}}"#.into(),
         format!(r#"{{"name":"w","type":"http_cookie","cookie":{{"keys":["{KEY}"]}},"clusters":{{"allow":["blue","green"]}}}}"#),
+        format!(r#"{{"name":"m","type":"http_header","max_entries":8,"header":{{"name":"x-user"}},"mirror":{{"cluster":"etcd","secret":"{KEY}"}}}}"#),
     ]
 }
 
@@ -454,6 +687,8 @@ const CLUSTER_NAME: u32 = u32::MAX;
 const ATTRIBUTES: [u32; 6] = [24, 41, 16, 38, 0, CLUSTER_NAME];
 /// The index in `configs()` of the one with `clusters`.
 const WITH_CLUSTERS: usize = 10;
+/// The index in `configs()` of the one with `mirror`.
+const WITH_MIRROR: usize = 11;
 const RESPONSE_NAMES: [&[u8]; 3] = [b"set-cookie", b"x-persist-upstream", b"set-cookie"];
 
 fuzz_target!(|data: &[u8]| {
@@ -481,6 +716,10 @@ fuzz_target!(|data: &[u8]| {
         .zip(&mut it)
         .map(|(n, v)| (n.to_vec(), v.to_vec()))
         .collect();
+    // The mirror's inputs: the lookup's callout result, its `:status`, `grpc-status` and body;
+    // a background answer and a chunk of the watch stream.
+    let mirror: Vec<&[u8]> = it.by_ref().take(6).copied().collect();
+    let field = |i: usize| mirror.get(i).copied().unwrap_or_default();
     STREAM.with(|s| *s.borrow_mut() = stream);
     let envoy_filter: *mut c_void = std::ptr::NonNull::<u8>::dangling().as_ptr().cast();
     // SAFETY: the hooks in Envoy's order for one stream; the module's filter pointer is used
@@ -488,16 +727,63 @@ fuzz_target!(|data: &[u8]| {
     unsafe {
         let filter = envoy_dynamic_module_on_http_filter_new(config, envoy_filter);
         assert!(!filter.is_null());
-        assert_eq!(
-            envoy_dynamic_module_on_http_filter_request_headers(envoy_filter, filter, true),
-            0
-        );
+        let status =
+            envoy_dynamic_module_on_http_filter_request_headers(envoy_filter, filter, true);
+        let lookup = STREAM.with(|s| s.borrow().callouts.last().copied());
+        if index == WITH_MIRROR && lookup.is_some() {
+            // A key the table misses: the request waits for etcd's answer.
+            assert_eq!(status, 1, "StopIteration");
+        } else {
+            assert_eq!(status, 0);
+        }
+        if let Some(id) = lookup {
+            let result = u32::from(field(0).first().copied().unwrap_or(0) % 3);
+            let headers = [
+                Header {
+                    key: buffer(b":status"),
+                    value: buffer(field(1)),
+                },
+                Header {
+                    key: buffer(b"grpc-status"),
+                    value: buffer(field(2)),
+                },
+            ];
+            let body = field(3);
+            let (a, b) = body.split_at(body.len() / 2);
+            let chunks = [buffer(a), buffer(b)];
+            // An id that is not the lookup's is ignored; the lookup's lets the request go on.
+            envoy_dynamic_module_on_http_filter_http_callout_done(
+                envoy_filter,
+                filter,
+                id + 1000,
+                result,
+                headers.as_ptr(),
+                2,
+                chunks.as_ptr(),
+                2,
+            );
+            assert_eq!(STREAM.with(|s| s.borrow().continued), 0);
+            envoy_dynamic_module_on_http_filter_http_callout_done(
+                envoy_filter,
+                filter,
+                id,
+                result,
+                headers.as_ptr(),
+                2,
+                chunks.as_ptr(),
+                2,
+            );
+            assert_eq!(STREAM.with(|s| s.borrow().continued), 1, "let go on once");
+        }
         STREAM.with(|s| s.borrow_mut().response = response);
         assert_eq!(
             envoy_dynamic_module_on_http_filter_response_headers(envoy_filter, filter, true),
             0
         );
         envoy_dynamic_module_on_http_filter_destroy(filter);
+        if index == WITH_MIRROR {
+            background(config, &field);
+        }
     }
     // No client copy of the hand-off header survives the request hook.
     STREAM.with(|s| {
@@ -515,3 +801,64 @@ fuzz_target!(|data: &[u8]| {
         }
     });
 });
+
+/// The mirror's background hooks on the configuration: a tick (it may start a load or a
+/// write), the answer to the latest callout and data on the latest stream, of arbitrary bytes.
+///
+/// # Safety
+/// `config` is a live configuration of the module.
+unsafe fn background<'a>(config: *const c_void, field: &dyn Fn(usize) -> &'a [u8]) {
+    let envoy_config: *mut c_void = std::ptr::NonNull::<u8>::dangling().as_ptr().cast();
+    let ok = [Header {
+        key: buffer(b":status"),
+        value: buffer(b"200"),
+    }];
+    // SAFETY: the hooks as Envoy calls them on its main thread; arrays live for each call.
+    unsafe {
+        envoy_dynamic_module_on_http_filter_config_scheduled(envoy_config, config, 0);
+        let call = CONFIG_CALLS.lock().unwrap().last().copied();
+        if let Some(id) = call {
+            let chunks = [buffer(field(4))];
+            envoy_dynamic_module_on_http_filter_config_http_callout_done(
+                envoy_config,
+                config,
+                id,
+                0,
+                ok.as_ptr(),
+                1,
+                chunks.as_ptr(),
+                1,
+            );
+        }
+        let stream = CONFIG_STREAMS.lock().unwrap().last().copied();
+        if let Some(id) = stream {
+            envoy_dynamic_module_on_http_filter_config_http_stream_headers(
+                envoy_config,
+                config,
+                id,
+                ok.as_ptr(),
+                1,
+                false,
+            );
+            let data = field(5);
+            let (a, b) = data.split_at(data.len() / 3);
+            let chunks = [buffer(a), buffer(b)];
+            envoy_dynamic_module_on_http_filter_config_http_stream_data(
+                envoy_config,
+                config,
+                id,
+                chunks.as_ptr(),
+                2,
+                false,
+            );
+            if data.first() == Some(&0x7f) {
+                envoy_dynamic_module_on_http_filter_config_http_stream_reset(
+                    envoy_config,
+                    config,
+                    id,
+                    0,
+                );
+            }
+        }
+    }
+}
