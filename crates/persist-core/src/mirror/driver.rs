@@ -1,5 +1,7 @@
 //! The mirror's calls to etcd, driven from each worker's background context (README "More
-//! than one Envoy"). Every worker sends its own outbox; the one holding the watcher role
+//! than one Envoy"); the native module runs one driver per configuration on Envoy's main
+//! thread instead (persist-native's `background`, README "Native module"), whose outbox
+//! gathers every worker thread's changes. Every worker sends its own outbox; the one holding the watcher role
 //! ([`super::role`]) loads and watches the profile's prefix and merges what it receives
 //! into the local table. Nothing here runs on a request: the request path only queues and
 //! looks up a missing key ([`crate::persistence::table`]). The host carries the calls
