@@ -35,6 +35,19 @@ fn token(id: Option<u64>) -> Result<u32, HostError> {
     id.and_then(|id| u32::try_from(id).ok()).ok_or(HostError)
 }
 
+thread_local! {
+    /// Set while this thread starts a request's callout: Envoy may answer it from inside
+    /// the call (a request it cannot send at all), before the request knows its token.
+    static STARTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is inside [`call`] for a request: the request hook's answer to a
+/// callout that fails at once. Envoy then reports the callout as not started, and the flow
+/// goes on without the lookup.
+pub fn starting_request_call() -> bool {
+    STARTING.with(|s| s.get())
+}
+
 /// Sends a unary call; its token.
 pub fn call(
     caller: Caller,
@@ -44,9 +57,17 @@ pub fn call(
     timeout_ms: u64,
 ) -> Result<u32, HostError> {
     let body = grpc_frame::frame(message);
-    token(with_headers(path, cluster, |headers| {
+    let request = matches!(caller, Caller::Filter(_));
+    if request {
+        STARTING.with(|s| s.set(true));
+    }
+    let id = with_headers(path, cluster, |headers| {
         ffi::http_callout(caller, cluster, headers, &body, timeout_ms.max(1))
-    }))
+    });
+    if request {
+        STARTING.with(|s| s.set(false));
+    }
+    token(id)
 }
 
 /// Opens a stream from the configuration and sends its first message; its token.

@@ -421,6 +421,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     body_chunks: *const EnvoyBuffer,
     body_chunks_size: usize,
 ) {
+    if grpc::starting_request_call() {
+        // Answered from inside the call that started it: Envoy reports it as not started.
+        return;
+    }
     let waiting = guarded(
         false,
         || {},
@@ -604,9 +608,12 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_reset(
     stream_id: u64,
     _reason: u32,
 ) {
-    config_hook(config_envoy, config_module, || {
-        Some(Event::StreamClosed(stream_id))
-    });
+    // A reset ends the stream as its completion does.
+    envoy_dynamic_module_on_http_filter_config_http_stream_complete(
+        config_envoy,
+        config_module,
+        stream_id,
+    );
 }
 
 #[no_mangle]
