@@ -19,7 +19,7 @@
 use crate::ffi::{self, ConfigEnvoyPtr, ConfigSchedulerPtr};
 use crate::host::NativeHost;
 use persist_core::flow::{Profile, Worker, MIRROR_TICK};
-use persist_core::host::Host;
+use persist_core::host::{GrpcHost, Host};
 use persist_core::mirror::driver::Driver;
 use persist_core::mirror::grpc_frame::FrameReader;
 use persist_core::mirror::record::Record;
@@ -109,14 +109,14 @@ impl Background {
             }
         };
         let host = NativeHost::for_background(config);
-        state.handle(event, config, &host, self);
+        state.handle(event, &host, self);
         loop {
             let more = std::mem::take(&mut *lock(&self.pending));
             if more.is_empty() {
                 break;
             }
             for e in more {
-                state.handle(e, config, &host, self);
+                state.handle(e, &host, self);
             }
         }
         let State {
@@ -127,13 +127,7 @@ impl Background {
 }
 
 impl State {
-    fn handle(
-        &mut self,
-        event: Event,
-        config: ConfigEnvoyPtr,
-        host: &NativeHost<'_>,
-        bg: &Background,
-    ) {
+    fn handle(&mut self, event: Event, host: &NativeHost<'_>, bg: &Background) {
         let State {
             profile,
             worker,
@@ -169,7 +163,7 @@ impl State {
                         Ok(None) => return,
                         Err(_) => {
                             streams.remove(&id);
-                            ffi::config_reset_stream(config, id);
+                            host.cancel_stream(token);
                             driver.on_stream_close(token, profile, worker, host);
                             return;
                         }

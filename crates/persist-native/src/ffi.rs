@@ -591,38 +591,46 @@ type UpdateMetric<P> = unsafe extern "C" fn(
     value: u64,
 ) -> MetricsResult;
 
-pub fn update_metric(filter: FilterEnvoyPtr, op: MetricOp, id: usize, value: u64) -> bool {
-    let update: UpdateMetric<FilterEnvoyPtr> = match op {
-        MetricOp::Increment => envoy_dynamic_module_callback_http_filter_increment_counter,
-        MetricOp::GaugeUp => envoy_dynamic_module_callback_http_filter_increment_gauge,
-        MetricOp::GaugeDown => envoy_dynamic_module_callback_http_filter_decrement_gauge,
-        MetricOp::GaugeSet => envoy_dynamic_module_callback_http_filter_set_gauge,
-    };
-    // SAFETY: no labels (null, 0), as defined.
-    let r = unsafe { update(filter, id, std::ptr::null_mut(), 0, value) };
-    r == METRICS_SUCCESS
-}
-
-/// [`update_metric`] outside any stream: on the configuration (the mirror's background work on
-/// Envoy's main thread).
-pub fn update_config_metric(config: ConfigEnvoyPtr, op: MetricOp, id: usize, value: u64) -> bool {
-    let update: UpdateMetric<ConfigEnvoyPtr> = match op {
-        MetricOp::Increment => envoy_dynamic_module_callback_http_filter_config_increment_counter,
-        MetricOp::GaugeUp => envoy_dynamic_module_callback_http_filter_config_increment_gauge,
-        MetricOp::GaugeDown => envoy_dynamic_module_callback_http_filter_config_decrement_gauge,
-        MetricOp::GaugeSet => envoy_dynamic_module_callback_http_filter_config_set_gauge,
-    };
-    // SAFETY: no labels (null, 0), as defined.
-    let r = unsafe { update(config, id, std::ptr::null_mut(), 0, value) };
-    r == METRICS_SUCCESS
-}
-
-/// Who sends an HTTP callout or stream: a request's filter (answered on its worker thread,
+/// Who makes a call: a request's filter (a callout is answered on its worker thread and
 /// dropped with the request) or the configuration (answered on Envoy's main thread).
 #[derive(Clone, Copy)]
 pub enum Caller {
     Filter(FilterEnvoyPtr),
     Config(ConfigEnvoyPtr),
+}
+
+/// Updates a stat through a stream's filter, or outside any stream through the configuration
+/// (the mirror's background work on Envoy's main thread).
+pub fn update_metric(caller: Caller, op: MetricOp, id: usize, value: u64) -> bool {
+    let r = match caller {
+        Caller::Filter(filter) => {
+            let update: UpdateMetric<FilterEnvoyPtr> = match op {
+                MetricOp::Increment => envoy_dynamic_module_callback_http_filter_increment_counter,
+                MetricOp::GaugeUp => envoy_dynamic_module_callback_http_filter_increment_gauge,
+                MetricOp::GaugeDown => envoy_dynamic_module_callback_http_filter_decrement_gauge,
+                MetricOp::GaugeSet => envoy_dynamic_module_callback_http_filter_set_gauge,
+            };
+            // SAFETY: no labels (null, 0), as defined.
+            unsafe { update(filter, id, std::ptr::null_mut(), 0, value) }
+        }
+        Caller::Config(config) => {
+            let update: UpdateMetric<ConfigEnvoyPtr> = match op {
+                MetricOp::Increment => {
+                    envoy_dynamic_module_callback_http_filter_config_increment_counter
+                }
+                MetricOp::GaugeUp => {
+                    envoy_dynamic_module_callback_http_filter_config_increment_gauge
+                }
+                MetricOp::GaugeDown => {
+                    envoy_dynamic_module_callback_http_filter_config_decrement_gauge
+                }
+                MetricOp::GaugeSet => envoy_dynamic_module_callback_http_filter_config_set_gauge,
+            };
+            // SAFETY: no labels (null, 0), as defined.
+            unsafe { update(config, id, std::ptr::null_mut(), 0, value) }
+        }
+    };
+    r == METRICS_SUCCESS
 }
 
 /// Sends one HTTP request through `cluster` (`headers` must include `:method`, `:path` and

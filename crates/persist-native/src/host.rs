@@ -143,17 +143,20 @@ impl<'a> NativeHost<'a> {
         }
     }
 
-    /// Updates a stat through the stream's filter, or outside any stream through the
+    /// Who calls Envoy from this hook: the stream's filter, or outside any stream the
     /// configuration.
-    fn metric(&self, op: MetricOp, id: MetricId, value: u64) -> Result<(), HostError> {
-        let done = if !self.filter.is_null() {
-            ffi::update_metric(self.filter, op, id as usize, value)
+    fn caller(&self) -> Result<Caller, HostError> {
+        if !self.filter.is_null() {
+            Ok(Caller::Filter(self.filter))
         } else if !self.config.is_null() {
-            ffi::update_config_metric(self.config, op, id as usize, value)
+            Ok(Caller::Config(self.config))
         } else {
-            false
-        };
-        ok(done)
+            Err(HostError)
+        }
+    }
+
+    fn metric(&self, op: MetricOp, id: MetricId, value: u64) -> Result<(), HostError> {
+        ok(ffi::update_metric(self.caller()?, op, id as usize, value))
     }
 }
 
@@ -434,13 +437,7 @@ impl GrpcHost for NativeHost<'_> {
         message: &[u8],
         timeout: Duration,
     ) -> Result<u32, HostError> {
-        let caller = if !self.filter.is_null() {
-            Caller::Filter(self.filter)
-        } else if !self.config.is_null() {
-            Caller::Config(self.config)
-        } else {
-            return Err(HostError);
-        };
+        let caller = self.caller()?;
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         grpc::call(
             caller,
@@ -459,11 +456,11 @@ impl GrpcHost for NativeHost<'_> {
         method: &str,
         first: &[u8],
     ) -> Result<u32, HostError> {
-        if !self.filter.is_null() || self.config.is_null() {
+        let Caller::Config(config) = self.caller()? else {
             return Err(HostError);
-        }
+        };
         grpc::open_stream(
-            self.config,
+            config,
             &target.cluster,
             &grpc::path(service_name, method),
             first,
@@ -471,8 +468,8 @@ impl GrpcHost for NativeHost<'_> {
     }
 
     fn cancel_stream(&self, token: u32) {
-        if self.filter.is_null() && !self.config.is_null() {
-            ffi::config_reset_stream(self.config, u64::from(token));
+        if let Ok(Caller::Config(config)) = self.caller() {
+            ffi::config_reset_stream(config, u64::from(token));
         }
     }
 }

@@ -64,10 +64,10 @@ impl Worker {
     /// outbox for another writer ([`Worker::queue_for_mirror`]). The native module sends
     /// every worker thread's changes from its main thread (README "Native module").
     pub fn take_mirror_queue(&mut self) -> Vec<Record> {
-        match self.outbox.as_mut() {
-            Some(o) if o.queued() > 0 => o.take_queued(),
-            _ => Vec::new(),
-        }
+        self.outbox
+            .as_mut()
+            .map(Writer::take_queued)
+            .unwrap_or_default()
     }
 
     /// Queues bindings another worker changed into this worker's outbox (a full outbox
